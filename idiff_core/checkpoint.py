@@ -1,0 +1,48 @@
+"""Resumable training state: atomic saves, safe loads, and the RNG state that makes resume exact."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .io import atomic_path
+
+
+def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """torch.save `state` so that a kill mid-write leaves the previous file intact."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a file written by `save_state` (or any plain tensor dict) without running pickled code."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every RNG a training loop draws from, in a form `weights_only` loading accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": list(random.getstate()[1]),
+        "python_pos": random.getstate()[2],
+        "numpy_keys": torch.from_numpy(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Undo `capture_rng`: the next random draws equal those of the run that saved it."""
+    random.setstate((3, tuple(state["python"]), state["python_pos"]))
+    np.random.set_state(("MT19937", state["numpy_keys"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,86 @@
+"""File formats shared by the stages: images, embedding matrices, atomic writes.
+
+Every file a stage writes goes through `atomic_path`, so a killed job never leaves a half-written
+file that a resumed job would mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+class UnreadableImage(ValueError):
+    """An image file that exists but cannot be decoded (truncated, corrupt, not an image)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode any image mode (grayscale, palette, RGBA, CMYK, 16-bit) to an HxWx3 uint8 RGB array."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray((arr / max(arr.max(), 1.0) * 255.0).astype(np.uint8))
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = img.convert("RGBA")
+                background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+                img = Image.alpha_composite(background, rgba)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise UnreadableImage(f"cannot read image {path}: {err}") from err
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Write an HxWx3 (or HxW) uint8 array as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+
+
+def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """All image files under `root`, sorted by their path relative to `root` (stable across machines)."""
+    root = Path(root)
+    pattern = "**/*" if recursive else "*"
+    found = [p for p in root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def save_matrix(path: str | os.PathLike, names: Sequence[str], matrix: np.ndarray, **meta) -> None:
+    """Write names + a float32 matrix (one row per name) + JSON metadata as one non-pickle `.npz`."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[0] != len(names):
+        raise ValueError(f"matrix shape {matrix.shape} does not match {len(names)} names")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, names=np.asarray(list(names), dtype=str), matrix=matrix,
+                     meta=np.asarray(json.dumps(meta, sort_keys=True)))
+
+
+def load_matrix(path: str | os.PathLike) -> tuple[list[str], np.ndarray, dict]:
+    """Read a file written by `save_matrix`: (names, float32 matrix, metadata)."""
+    with np.load(path, allow_pickle=False) as data:
+        return [str(n) for n in data["names"]], data["matrix"].astype(np.float32), json.loads(str(data["meta"]))

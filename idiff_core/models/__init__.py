@@ -1,0 +1,1 @@
+"""Network architectures only, key-compatible with the published checkpoints they load."""

@@ -1,0 +1,1 @@
+"""The trainers (autoencoder, LDM, face recognition) and what they share: EMA, checkpoints, resume."""
