@@ -1,0 +1,34 @@
+# IDiff-Face end to end: data -> embeddings -> autoencoder -> LDM -> contexts -> samples ->
+# alignment -> datasets -> face recognition -> evaluation. See README.md.
+#
+#   snakemake --cores all results/eval/lfw.csv                                 # embedded default
+#   snakemake --cores all --configfile config/paper.yaml results/eval/lfw.csv  # paper scale
+
+from pathlib import Path
+
+from idiff_core.config import load_schema, validate_config
+
+configfile: "config/config.yaml"
+
+validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/embedder.smk"
+include: "rules/autoencoder.smk"
+include: "rules/ldm.smk"
+include: "rules/contexts.smk"
+include: "rules/sampling.smk"
+include: "rules/alignment.smk"
+include: "rules/assembly.smk"
+include: "rules/recognition.smk"
+include: "rules/evaluation.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/eval/lfw.csv",
+        "results/eval/separability.csv",
+        "results/eval/leakage.csv",

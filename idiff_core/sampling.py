@@ -1,0 +1,137 @@
+"""The sampling stage: many images per identity context, sharded, resumable, reproducible.
+
+Identities are grouped into fixed units (as many whole identities as fit in one sampler batch) and
+unit u belongs to shard u mod K. Every image's noise comes from `derive_seed(seed, identity, j)`
+and the batches are the same whatever K is, so 1 shard and K shards give byte-identical images.
+Finished identities are kept in a state folder (outside Snakemake's outputs, which it deletes on a
+rerun), each renamed into place only once complete, so a killed shard redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .autoencoder import load_decoder
+from .generation import SamplerSettings, generate, latent_shape_of, load_generator
+from .io import atomic_path, load_matrix, write_png
+from .models.vq import VQConfig
+from .progress import progress
+from .runtime import derive_seed
+from .settings import settings_from_dict
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    sampler: SamplerSettings
+    images_per_identity: int
+    identities: int
+    seed: int
+    shards: int
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "SamplingSettings":
+        values = dict(values)
+        values["sampler"] = settings_from_dict(SamplerSettings, values.get("sampler", {}), "sampling.sampler")
+        return settings_from_dict(cls, values, "sampling")
+
+
+def identity_units(n_identities: int, images_per_identity: int, batch_size: int) -> list[range]:
+    """Fixed groups of consecutive identities, each filling (at most) one sampler batch."""
+    per_unit = max(1, batch_size // images_per_identity)
+    return [range(i, min(i + per_unit, n_identities)) for i in range(0, n_identities, per_unit)]
+
+
+def shard_units(n_identities: int, settings: SamplingSettings, shard: int) -> list[range]:
+    """The identity units (index ranges) that shard `shard` of `settings.shards` generates."""
+    if not 0 <= shard < settings.shards:
+        raise ValueError(f"shard {shard} is outside 0..{settings.shards - 1}")
+    units = identity_units(n_identities, settings.images_per_identity, settings.sampler.batch_size)
+    return units[shard::settings.shards]
+
+
+def image_seed(seed: int, identity: str, image: int) -> int:
+    return derive_seed(seed, "sample", identity, image)
+
+
+def _fingerprint(settings: SamplingSettings, *files: str | os.PathLike) -> str:
+    """Names the state folder: changes whenever the settings or any input file changes."""
+    parts = [json.dumps(asdict(settings), sort_keys=True)]
+    for f in files:
+        stat = Path(f).stat()
+        parts.append(f"{Path(f).resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _write_identity(folder: Path, images) -> None:
+    """Write one identity's images into a temporary folder, then rename it into place (atomic)."""
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for j, image in enumerate(images):
+        write_png(tmp / f"{j}.png", image)
+    os.replace(tmp, folder)
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Hard-link a finished file into the declared output (copy across file systems)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, Any], decoder_path: str | os.PathLike,
+                 vq_config: VQConfig, contexts_npz: str | os.PathLike, out_dir: str | os.PathLike,
+                 manifest_csv: str | os.PathLike, state_dir: str | os.PathLike, settings: SamplingSettings, *,
+                 image_size: int, shard: int, device: str) -> None:
+    """Generate shard `shard`: `<out_dir>/<identity>/<j>.png` for its identities, and a manifest CSV."""
+    ids, contexts, _ = load_matrix(contexts_npz)
+    if len(ids) < settings.identities:
+        raise ValueError(f"{contexts_npz} holds {len(ids)} contexts but {settings.identities} identities are "
+                         f"to be sampled; raise the count of that context set or lower the dataset size")
+    units = shard_units(settings.identities, settings, shard)
+    mine = [i for unit in units for i in unit]
+    state = Path(state_dir)
+    work = state / _fingerprint(settings, generator_ckpt, decoder_path, contexts_npz)
+    if state.is_dir():
+        for stale in state.iterdir():
+            if stale != work:
+                shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+
+    unet, schedule = load_generator(generator_ckpt, unet_config, device)
+    decoder = load_decoder(decoder_path, vq_config)
+    latent_shape = latent_shape_of(vq_config, image_size)
+    per_image = settings.images_per_identity
+    with progress(total=len(mine) * per_image, desc=f"sampling shard {shard}", unit="img") as bar:
+        for unit in units:
+            if all((work / ids[i]).is_dir() for i in unit):
+                bar.update(len(unit) * per_image)
+                continue
+            seeds = [image_seed(settings.seed, ids[i], j) for i in unit for j in range(per_image)]
+            rows = torch.from_numpy(contexts[list(unit)]).repeat_interleave(per_image, dim=0)
+            context = rows if unet.is_context_conditional else None
+            images = generate(unet, schedule, decoder, context, seeds, latent_shape, settings.sampler, device)
+            for k, i in enumerate(unit):
+                if not (work / ids[i]).is_dir():
+                    _write_identity(work / ids[i], images[k * per_image:(k + 1) * per_image])
+            bar.update(len(unit) * per_image)
+
+    out = Path(out_dir)
+    with atomic_path(manifest_csv) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["identity", "image", "seed", "path"])
+        for i in mine:
+            for j in range(per_image):
+                _publish(work / ids[i] / f"{j}.png", out / ids[i] / f"{j}.png")
+                writer.writerow([ids[i], j, image_seed(settings.seed, ids[i], j), f"{ids[i]}/{j}.png"])
+    out.mkdir(parents=True, exist_ok=True)

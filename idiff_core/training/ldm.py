@@ -1,0 +1,643 @@
+"""Training of the IDiff-Face latent diffusion model (LDM) on precomputed VQ latents.
+
+The VQ encoder is frozen, so every training image is encoded once (as itself and as its horizontal
+flip, which keeps the paper's random flip p=0.5 exact) into a latent cache in the state dir. Training
+then only touches the UNet: DDPM epsilon-MSE, Adam, cosine annealing with warm restarts stepped every
+iteration, an EMA copy, optional mixed precision, gradient accumulation and data parallelism
+(torch.distributed, one process per GPU, when WORLD_SIZE > 1).
+
+Resume is exact: each step's batch (which images, which flips, which contexts are dropped), its
+diffusion noise and the model's dropout draws are all seeded from (seed, step[, rank, micro-batch]),
+so a run that restarts from a checkpoint produces the same losses and weights as one that never
+stopped, on any number of processes for the data and per process layout for the noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..autoencoder import decode_latents, encode_images, load_decoder, load_encoder
+from ..checkpoint import load_state, save_state
+from ..diffusion.samplers import make_eps_fn, sample
+from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
+from ..embeddings import file_sha256, image_names
+from ..io import atomic_path, list_images, load_matrix, read_rgb, write_png
+from ..models.unet import UNet
+from ..models.vq import VQConfig
+from ..progress import progress
+from ..runtime import derive_seed, resolve_device, set_threads
+from ..settings import settings_from_dict
+from .ema import ema_decay, make_ema, update_ema
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOSS_COLUMNS = ("step", "loss", "lr", "ema_decay", "seconds", "latents_per_s")
+CHECKPOINT_FILE = "checkpoint.pt"
+LOSS_FILE = "loss.csv"
+PREVIEW_DIR = "previews"
+KEPT_DIR = "kept"
+ENCODE_CHUNK = 1024  # images read and encoded per chunk while building the latent cache
+
+
+# ------------------------------------------------------------------------------------------------
+# settings
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSettings:
+    """The forward process: T steps of the original's beta schedule `kind`."""
+
+    timesteps: int
+    schedule: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LdmTrainingSettings:
+    """Optimisation, logging and checkpointing of the LDM trainer (see the report for each key)."""
+
+    steps: int
+    global_batch_size: int
+    accumulation_steps: int
+    learning_rate: float
+    lr_cycle_steps: int
+    lr_cycle_mult: int
+    ema_power: float
+    ema_cap: float
+    precision: str
+    random_flip: bool
+    context_drop_probability: float
+    seed: int
+    checkpoint_every: int
+    keep_steps: list[int]
+    preview_every: int
+    preview_count: int
+    preview_sampling_steps: int
+    encode_batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LdmSettings:
+    """UNet constructor arguments (original names), the autoencoder's model config (to load the
+    encoder/decoder files), the diffusion process and the training settings."""
+
+    unet: dict[str, Any]
+    autoencoder: VQConfig
+    diffusion: DiffusionSettings
+    training: LdmTrainingSettings
+
+
+def ldm_settings(values: Mapping[str, Any]) -> LdmSettings:
+    """Build `LdmSettings` from `{unet: {...}, autoencoder: {...}, diffusion: {...}, training: {...}}`."""
+    top = settings_from_dict(LdmSettings, values, "ldm")
+    return LdmSettings(unet=dict(top.unet),
+                       autoencoder=settings_from_dict(VQConfig, top.autoencoder, "ldm.autoencoder"),
+                       diffusion=settings_from_dict(DiffusionSettings, top.diffusion, "ldm.diffusion"),
+                       training=settings_from_dict(LdmTrainingSettings, top.training, "ldm.training"))
+
+
+def _check_settings(tr: LdmTrainingSettings, world: int) -> None:
+    problems = []
+    if tr.precision not in PRECISIONS:
+        problems.append(f"precision must be one of {PRECISIONS}, got {tr.precision!r}")
+    for name in ("steps", "global_batch_size", "accumulation_steps", "learning_rate", "lr_cycle_steps",
+                 "lr_cycle_mult", "checkpoint_every", "encode_batch_size"):
+        if not getattr(tr, name) > 0:
+            problems.append(f"{name} must be > 0, got {getattr(tr, name)}")
+    if tr.global_batch_size % (world * tr.accumulation_steps):
+        problems.append(f"global_batch_size {tr.global_batch_size} must be divisible by processes ({world}) x "
+                        f"accumulation_steps ({tr.accumulation_steps})")
+    if not 0.0 <= tr.context_drop_probability < 1.0:
+        problems.append(f"context_drop_probability must be in [0, 1), got {tr.context_drop_probability}")
+    if not 0.0 <= tr.ema_cap < 1.0:
+        problems.append(f"ema_cap must be in [0, 1), got {tr.ema_cap}")
+    if tr.preview_every < 0 or (tr.preview_every and (tr.preview_count < 1 or tr.preview_sampling_steps < 1)):
+        problems.append("preview_every must be >= 0 (0 = no previews); with previews, preview_count and "
+                        "preview_sampling_steps must be >= 1")
+    if problems:
+        raise ValueError("invalid LDM training settings: " + "; ".join(problems))
+
+
+def _log(message: str) -> None:
+    print(f"[ldm] {message}", file=sys.stderr, flush=True)
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite: the run stops instead of corrupting its checkpoints."""
+
+
+# ------------------------------------------------------------------------------------------------
+# data: images matched to embeddings, latents precomputed once
+
+@dataclasses.dataclass
+class TrainingSet:
+    """Training images (name = file stem, sorted) and, for conditional models, their (N, 512) contexts."""
+
+    names: list[str]
+    paths: list[Path]
+    contexts: torch.Tensor | None
+
+
+def _examples(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | None) -> TrainingSet:
+    """List the flat image folder and match every image to its embedding row by name.
+
+    Every image must have an embedding and every embedding an image: a mismatch means the embeddings
+    were computed for another folder, and training on a subset would silently change the data.
+    """
+    root = Path(image_dir)
+    paths = list_images(root, recursive=False)
+    if not paths:
+        raise FileNotFoundError(f"no training images in {root} (expected a flat folder of image files)")
+    names = image_names(root, paths)
+    if embeddings_npz is None:
+        _log(f"training set: {len(names)} images from {root} (unconditional, no embeddings)")
+        return TrainingSet(names, paths, None)
+    emb_names, matrix, _ = load_matrix(embeddings_npz)
+    row_of = {name: i for i, name in enumerate(emb_names)}
+    if len(row_of) != len(emb_names):
+        raise ValueError(f"{embeddings_npz} lists some names more than once; recompute the embeddings")
+    without_embedding = [n for n in names if n not in row_of]
+    image_set = set(names)
+    without_image = [n for n in emb_names if n not in image_set]
+    if without_embedding or without_image:
+        raise ValueError(
+            f"images and embeddings do not match: {root} has {len(names)} images, {embeddings_npz} has "
+            f"{len(emb_names)} embeddings; {len(without_embedding)} images have no embedding "
+            f"({_examples(without_embedding)}) and {len(without_image)} embeddings have no image "
+            f"({_examples(without_image)}). Recompute the embeddings for exactly this image folder.")
+    contexts = torch.from_numpy(matrix[[row_of[n] for n in names]])
+    if not torch.isfinite(contexts).all():
+        bad = [names[i] for i in torch.nonzero(~torch.isfinite(contexts).all(dim=1)).flatten().tolist()]
+        raise ValueError(f"{embeddings_npz} has non-finite values for {_examples(bad)}")
+    _log(f"training set: {len(names)} images matched to {len(emb_names)} embeddings")
+    return TrainingSet(names, paths, contexts)
+
+
+def latent_cache_key(encoder_path: str | os.PathLike, paths: Sequence[Path]) -> str:
+    """Short SHA-256 of the encoder file and of the image list (names, sizes, modification times)."""
+    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    payload = json.dumps({"encoder": file_sha256(encoder_path), "images": listing})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def precompute_latents(data: TrainingSet, encoder_path: str | os.PathLike, autoencoder: VQConfig,
+                       state_dir: str | os.PathLike, batch_size: int,
+                       device: torch.device) -> tuple[torch.Tensor, str]:
+    """(N, 2, C, h, w) float32 latents of every image [unflipped, flipped], cached in the state dir.
+
+    The cache file is named by `latent_cache_key`, so a changed encoder or image folder builds a new
+    one, and an unchanged one is loaded instead of re-encoding tens of thousands of images.
+    """
+    key = latent_cache_key(encoder_path, data.paths)
+    cache = Path(state_dir) / f"latents_{key}.pt"
+    if cache.exists():
+        stored = load_state(cache)
+        if stored["names"] == data.names:
+            _log(f"latents: loaded {tuple(stored['latents'].shape)} from {cache}")
+            return stored["latents"], key
+    encoder = load_encoder(encoder_path, autoencoder)
+    chunks, shapes = [], set()
+    bar = progress(total=len(data.paths), desc="encode latents", unit="img")
+    for start in range(0, len(data.paths), ENCODE_CHUNK):
+        images = [read_rgb(p) for p in data.paths[start:start + ENCODE_CHUNK]]
+        shapes |= {im.shape for im in images}
+        if len(shapes) != 1:
+            raise ValueError(f"training images must all have one size; found {sorted(shapes)} in "
+                             f"{data.paths[start].parent}")
+        batch = np.stack(images)
+        both = encode_images(encoder, np.concatenate([batch, batch[:, :, ::-1]]), batch_size, device)
+        both = torch.as_tensor(both, dtype=torch.float32).cpu()
+        chunks.append(torch.stack([both[:len(batch)], both[len(batch):]], dim=1))
+        bar.update(len(batch))
+    bar.close()
+    latents = torch.cat(chunks)
+    save_state(cache, {"names": data.names, "latents": latents, "key": key})
+    _log(f"latents: encoded {len(data.paths)} images (+ flips) to {tuple(latents.shape)}, cached in {cache}")
+    return latents, key
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(n_items: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(derive_seed(seed, "ldm-epoch", epoch)))
+
+
+def batch_for_step(step: int, n_items: int, global_batch: int, seed: int, random_flip: bool,
+                   drop_probability: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The global batch of optimizer step `step`: (item indices, flip flags, whole-context drop flags).
+
+    Items are drawn without replacement through a seeded permutation per epoch, and the positions of
+    step s are [s*B, (s+1)*B) of the endless sequence of epochs: a function of the step alone, which
+    is what makes resume exact and the data independent of how the batch is split over processes.
+    """
+    positions = torch.arange(step * global_batch, (step + 1) * global_batch)
+    epochs = positions // n_items
+    indices = torch.empty(global_batch, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        chosen = epochs == epoch
+        indices[chosen] = _epoch_order(n_items, seed, epoch)[positions[chosen] % n_items]
+    gen = torch.Generator().manual_seed(derive_seed(seed, "ldm-batch", step))
+    flips = torch.rand(global_batch, generator=gen) < 0.5
+    drops = torch.rand(global_batch, generator=gen) < drop_probability
+    return indices, flips & random_flip, drops
+
+
+# ------------------------------------------------------------------------------------------------
+# processes (single, or one per GPU under torchrun)
+
+@dataclasses.dataclass(frozen=True)
+class _Processes:
+    rank: int
+    world: int
+    device: torch.device
+    owns_group: bool
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _start_processes(device_spec: str) -> _Processes:
+    """Join the torch.distributed group that torchrun describes (WORLD_SIZE > 1), else run alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_spec)
+    if world == 1:
+        return _Processes(0, 1, device, False)
+    rank = int(os.environ["RANK"])
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(device)
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return _Processes(rank, world, device, owns)
+
+
+# ------------------------------------------------------------------------------------------------
+# one training process: model, EMA, optimizer, lr schedule, grad scaler
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if device.type != "cuda":
+        _log(f"precision {precision} requested on {device}: training in fp32 (mixed precision is CUDA-only here)")
+        return None
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+class _Trainer:
+    """The state a training process updates each step, and the step itself."""
+
+    def __init__(self, unet_config: Mapping[str, Any], schedule: DiffusionSchedule, *, learning_rate: float,
+                 lr_cycle_steps: int, lr_cycle_mult: int, ema_power: float, ema_cap: float, precision: str,
+                 init_seed: int, device: torch.device, world: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(init_seed)
+            self.model = UNet(**unet_config)
+        self.model.to(device).train()
+        self.ema = make_ema(self.model)
+        self.schedule = schedule.to(device)
+        self.device = device
+        self.ddp = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None) \
+            if world > 1 else None
+        self.world = world
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+            self.optimizer, T_0=lr_cycle_steps, T_mult=lr_cycle_mult)
+        self.autocast_dtype = _autocast_dtype(precision, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast_dtype == torch.float16)
+        self.ema_power, self.ema_cap = ema_power, ema_cap
+
+    def accumulate(self, micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+                   seeds: Sequence[int]) -> float:
+        """Forward and backward over the micro-batches; returns the batch's mean loss over all processes.
+
+        `seeds[i]` seeds micro-batch i's diffusion noise and the model's dropout draws.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        net = self.ddp or self.model
+        total = torch.zeros((), device=self.device)
+        for i, ((x0, context, drop_mask), seed) in enumerate(zip(micro_batches, seeds)):
+            last = i == len(micro_batches) - 1
+            sync = nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            torch.manual_seed(derive_seed(seed, "dropout"))
+            generator = torch.Generator().manual_seed(seed)
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                    enabled=self.autocast_dtype is not None):
+                    loss = self.schedule.training_loss(net, x0, context, generator=generator, dropout_mask=drop_mask)
+                self.scaler.scale(loss / len(micro_batches)).backward()
+            total += loss.detach().float()
+        total /= len(micro_batches)
+        if self.world > 1:
+            dist.all_reduce(total)
+            total /= self.world
+        return float(total)
+
+    def apply(self, step: int) -> tuple[float, float]:
+        """Optimizer, lr-schedule and EMA updates of optimizer step `step`; returns (lr used, EMA decay)."""
+        lr = self.lr_schedule.get_last_lr()[0]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr_schedule.step()
+        decay = ema_decay(step, self.ema_power, self.ema_cap)
+        update_ema(self.ema, self.model, decay)
+        return lr, decay
+
+    def state(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if state["scaler"]:  # empty when saved by a disabled scaler (fp32, bf16, or fp16 on CPU)
+            self.scaler.load_state_dict(state["scaler"])
+
+
+def _make_schedule(diffusion: DiffusionSettings) -> DiffusionSchedule:
+    return DiffusionSchedule.create(diffusion.timesteps, diffusion.schedule)
+
+
+def measure_ldm_throughput(unet_config: Mapping[str, Any], batch_size: int, steps: int,
+                           device: str | torch.device, precision: str = "fp32",
+                           latent_size: int = 32) -> dict[str, Any]:
+    """Latents/s of the trainer's real optimizer step (loss, backward, Adam, lr schedule, EMA),
+    timed over `steps` steps after one warm-up step, on random latents and contexts.
+
+    Unlike `measure_unet_throughput` (forward + backward of the bare UNet), this includes the
+    optimizer, the EMA update and mixed precision, i.e. what a training step costs.
+    """
+    device = torch.device(device)
+    trainer = _Trainer(unet_config, _make_schedule(DiffusionSettings(1000, "linear")), learning_rate=1e-4,
+                       lr_cycle_steps=10_000, lr_cycle_mult=2, ema_power=0.75, ema_cap=0.9999,
+                       precision=precision, init_seed=0, device=device, world=1)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(batch_size, unet_config["input_channels"], latent_size, latent_size, generator=gen).to(device)
+    context = None
+    if unet_config["is_context_conditional"]:
+        context = nn.functional.normalize(torch.randn(batch_size, unet_config["context_input_channels"],
+                                                      generator=gen), dim=1).to(device)
+
+    def one_step(step: int) -> None:
+        trainer.accumulate([(x0, context, None)], [step])
+        trainer.apply(step)
+
+    one_step(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for step in range(1, steps + 1):
+        one_step(step)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - start
+    return {"device": str(device), "precision": precision, "batch_size": batch_size, "steps": steps,
+            "latent_size": latent_size,
+            "parameters": sum(p.numel() for p in trainer.model.parameters()), "threads": torch.get_num_threads(),
+            "seconds_per_step": elapsed / steps, "latents_per_s": batch_size * steps / elapsed}
+
+
+# ------------------------------------------------------------------------------------------------
+# logging, previews, checkpoints
+
+class _LossLog:
+    """`loss.csv` in the state dir; on resume, rows of steps that will be redone are dropped first."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        kept = []
+        if start_step > 0 and path.exists():
+            kept = [line for line in path.read_text().splitlines()[1:]
+                    if line and int(line.split(",")[0]) < start_step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("\n".join([",".join(LOSS_COLUMNS), *kept]) + "\n")
+        self.handle = open(path, "a")
+
+    def write(self, step: int, loss: float, lr: float, decay: float, seconds: float, rate: float) -> None:
+        self.handle.write(f"{step},{loss!r},{lr!r},{decay!r},{seconds:.3f},{rate:.2f}\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _grid(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
+    """Tile (N, H, W, 3) uint8 images into one image, row by row, on a white background."""
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, 3), 255, np.uint8)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        y, x = padding + r * (h + padding), padding + c * (w + padding)
+        grid[y:y + h, x:x + w] = image
+    return grid
+
+
+class _Preview:
+    """DDIM samples of the EMA model for fixed noise and fixed training contexts, decoded to a grid."""
+
+    def __init__(self, decoder_path: str | os.PathLike, autoencoder: VQConfig, contexts: torch.Tensor | None,
+                 count: int, latent_shape: Sequence[int], sampling_steps: int, seed: int, device: torch.device):
+        self.decoder = load_decoder(decoder_path, autoencoder)
+        self.contexts = None if contexts is None else contexts[:count].to(device)
+        count = count if contexts is None else len(self.contexts)
+        self.x_T = torch.randn((count, *latent_shape),
+                               generator=torch.Generator().manual_seed(derive_seed(seed, "ldm-preview"))).to(device)
+        self.sampling_steps, self.device = sampling_steps, device
+
+    @torch.no_grad()
+    def write(self, path: Path, ema: nn.Module, schedule: DiffusionSchedule) -> None:
+        latents = sample(make_eps_fn(ema, self.contexts), self.x_T, schedule, method="ddim",
+                         steps=self.sampling_steps, eta=0.0)
+        images = decode_latents(self.decoder, latents, batch_size=len(latents), device=self.device)
+        write_png(path, _grid(np.asarray(images), columns=min(8, len(images))))
+
+
+def _fingerprint(settings: LdmSettings, data_key: str) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed by these settings and data."""
+    tr = settings.training
+    return {"unet": json.dumps(settings.unet, sort_keys=True), "diffusion": dataclasses.asdict(settings.diffusion),
+            "data": data_key, "seed": tr.seed, "global_batch_size": tr.global_batch_size,
+            "random_flip": tr.random_flip, "context_drop_probability": tr.context_drop_probability,
+            # the lr schedule's state (base lr, cycle) is restored from the checkpoint, so a change
+            # would be silently ignored: refuse it instead
+            "learning_rate": tr.learning_rate, "lr_cycle_steps": tr.lr_cycle_steps, "lr_cycle_mult": tr.lr_cycle_mult}
+
+
+def _resume(trainer: _Trainer, state_dir: Path, fingerprint: dict[str, Any]) -> tuple[int, float]:
+    """Load the latest checkpoint if there is one: (steps done, training seconds so far)."""
+    path = state_dir / CHECKPOINT_FILE
+    if not path.exists():
+        return 0, 0.0
+    state = load_state(path, map_location=trainer.device)
+    differing = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
+    if differing:
+        raise ValueError(f"{path} belongs to a run with different {differing}; delete {state_dir} to start "
+                         f"over with these settings, or give this run another state dir")
+    trainer.load(state)
+    _log(f"resumed from {path} at step {state['step']}")
+    return int(state["step"]), float(state["seconds"])
+
+
+# ------------------------------------------------------------------------------------------------
+# the stage
+
+def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | None,
+              encoder_path: str | os.PathLike, decoder_path: str | os.PathLike, out_dir: str | os.PathLike,
+              state_dir: str | os.PathLike, settings: LdmSettings, *, threads: int, device: str) -> dict[str, Any]:
+    """Train (or resume training) the LDM; write `ema.ckpt`, `model.ckpt` (released DDPM layout),
+    `loss.csv`, `previews/` and `ema_step<N>.ckpt` kept copies to `out_dir`.
+
+    Resumable state (checkpoint, latent cache, loss log, previews) lives in `state_dir`, which must
+    outlive failed jobs. Returns a summary: steps, the step it resumed from, last loss, training
+    seconds, latents/s of the steps run by this call, number of images.
+    """
+    set_threads(threads)
+    procs = _start_processes(device)
+    try:
+        return _train(Path(image_dir), embeddings_npz, Path(encoder_path), Path(decoder_path), Path(out_dir),
+                      Path(state_dir), settings, procs)
+    finally:
+        if procs.owns_group:
+            dist.destroy_process_group()
+
+
+def _micro_batches(step: int, latents: torch.Tensor, contexts: torch.Tensor | None, tr: LdmTrainingSettings,
+                   procs: _Processes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+                                               list[int]]:
+    """This process's share of step `step`'s global batch, cut into `accumulation_steps` micro-batches
+    of (latents, contexts, whole-context drop mask), and the seed of each micro-batch's noise."""
+    indices, flips, drops = batch_for_step(step, len(latents), tr.global_batch_size, tr.seed, tr.random_flip,
+                                           tr.context_drop_probability)
+    share = tr.global_batch_size // procs.world
+    micro = share // tr.accumulation_steps
+    batches, seeds = [], []
+    for m in range(tr.accumulation_steps):
+        part = slice(procs.rank * share + m * micro, procs.rank * share + (m + 1) * micro)
+        idx = indices[part].to(procs.device)
+        x0 = latents[idx, flips[part].long().to(procs.device)]
+        context = None if contexts is None else contexts[idx]
+        drop = drops[part].to(procs.device) if contexts is not None and tr.context_drop_probability > 0 else None
+        batches.append((x0, context, drop))
+        seeds.append(derive_seed(tr.seed, "ldm-noise", step, procs.rank, m))
+    return batches, seeds
+
+
+def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_path: Path, decoder_path: Path,
+           out_dir: Path, state_dir: Path, settings: LdmSettings, procs: _Processes) -> dict[str, Any]:
+    tr = settings.training
+    _check_settings(tr, procs.world)
+    conditional = bool(settings.unet["is_context_conditional"])
+    if conditional and embeddings_npz is None:
+        raise ValueError("the UNet is context-conditional (is_context_conditional: true) but no embeddings "
+                         "file was given; pass the training embeddings or train an unconditional UNet")
+    if not conditional and embeddings_npz is not None:
+        raise ValueError("embeddings were given but the UNet is unconditional (is_context_conditional: false)")
+    state_dir.mkdir(parents=True, exist_ok=True)
+    data = load_training_set(image_dir, embeddings_npz)
+    if procs.main:
+        latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
+                                               tr.encode_batch_size, procs.device)
+    procs.barrier()
+    if not procs.main:
+        latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
+                                               tr.encode_batch_size, procs.device)
+    latents = latents.to(procs.device)
+    contexts = None if data.contexts is None else data.contexts.to(procs.device)
+
+    trainer = _Trainer(settings.unet, _make_schedule(settings.diffusion), learning_rate=tr.learning_rate,
+                       lr_cycle_steps=tr.lr_cycle_steps, lr_cycle_mult=tr.lr_cycle_mult, ema_power=tr.ema_power,
+                       ema_cap=tr.ema_cap, precision=tr.precision, init_seed=derive_seed(tr.seed, "ldm-init"),
+                       device=procs.device, world=procs.world)
+    checkpoint = state_dir / CHECKPOINT_FILE
+    fingerprint = _fingerprint(settings, data_key)
+    start, seconds = _resume(trainer, state_dir, fingerprint)
+    saved_step = start
+    log = _LossLog(state_dir / LOSS_FILE, start) if procs.main else None
+    preview = None
+    if procs.main and tr.preview_every:
+        preview = _Preview(decoder_path, settings.autoencoder, contexts, tr.preview_count, latents.shape[2:],
+                           tr.preview_sampling_steps, tr.seed, procs.device)
+
+    n_items = len(data.names)
+    loss, session_latents, session_seconds = float("nan"), 0, 0.0
+    bar = progress(total=tr.steps - start, desc=f"LDM steps {start}->{tr.steps}", unit="step") if procs.main else None
+    try:
+        for step in range(start, tr.steps):
+            began = time.perf_counter()
+            loss = trainer.accumulate(*_micro_batches(step, latents, contexts, tr, procs))
+            if not math.isfinite(loss):
+                last = f"{checkpoint} (step {saved_step})" if saved_step else "none yet"
+                raise NonFiniteLoss(f"training loss is {loss} at step {step}; stopped before updating the weights. "
+                                    f"Last good checkpoint: {last}. Lower the learning rate or use fp32/bf16 "
+                                    f"precision, then rerun to resume from that checkpoint.")
+            lr, decay = trainer.apply(step)
+            step_seconds = time.perf_counter() - began
+            rate = tr.global_batch_size / step_seconds
+            session_latents, session_seconds = session_latents + tr.global_batch_size, session_seconds + step_seconds
+            done = step + 1
+            if procs.main:
+                log.write(step, loss, lr, decay, seconds + step_seconds, rate)
+                if preview is not None and done % tr.preview_every == 0:
+                    preview.write(state_dir / PREVIEW_DIR / f"step_{done:07d}.png", trainer.ema, trainer.schedule)
+                if done in tr.keep_steps:
+                    save_state(state_dir / KEPT_DIR / f"ema_step{done}.ckpt",
+                               ddpm_checkpoint_state(trainer.ema, trainer.schedule))
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", latents_per_s=f"{rate:.1f}", refresh=False)
+            seconds += time.perf_counter() - began
+            if done % tr.checkpoint_every == 0 or done == tr.steps:
+                if procs.main:
+                    save_state(checkpoint, {"step": done, "seconds": seconds, "fingerprint": fingerprint,
+                                            **trainer.state()})
+                saved_step = done
+                procs.barrier()
+    finally:
+        if procs.main:
+            bar.close()
+            log.close()
+
+    if procs.main:
+        _write_outputs(out_dir, state_dir, trainer)
+    procs.barrier()
+    return {"steps": tr.steps, "resumed_from": start, "last_loss": loss, "seconds": seconds,
+            "latents_per_s": session_latents / session_seconds if session_seconds else 0.0, "images": n_items}
+
+
+def _write_outputs(out_dir: Path, state_dir: Path, trainer: _Trainer) -> None:
+    """The released-layout checkpoints, the loss log, the previews and the kept EMA copies."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_state(out_dir / "model.ckpt", ddpm_checkpoint_state(trainer.model, trainer.schedule))
+    save_state(out_dir / "ema.ckpt", ddpm_checkpoint_state(trainer.ema, trainer.schedule))
+    copies = [(state_dir / LOSS_FILE, out_dir / LOSS_FILE)]
+    copies += [(p, out_dir / PREVIEW_DIR / p.name) for p in sorted((state_dir / PREVIEW_DIR).glob("*.png"))]
+    copies += [(p, out_dir / p.name) for p in sorted((state_dir / KEPT_DIR).glob("*.ckpt"))]
+    for source, target in copies:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)

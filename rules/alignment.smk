@@ -1,0 +1,48 @@
+# MTCNN alignment onto the ArcFace 112x112 template: every sample shard, the benchmark, and (face
+# world) the labelled real faces the reference FR model trains on.
+
+ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}
+
+
+rule align_shard:
+    """Align one shard of samples (the failure policy is applied per image and recorded)."""
+    input:
+        images="results/samples/{dataset}/shard{shard}",
+    output:
+        images=directory("results/aligned/{dataset}/shard{shard}"),
+        manifest="results/aligned/{dataset}/shard{shard}.csv",
+    params:
+        settings=settings(alignment=config["alignment"]),
+        device=config["device"],
+    log:
+        "results/logs/align_shard/{dataset}/shard{shard}.log",
+    benchmark:
+        "results/benchmarks/align_shard/{dataset}/shard{shard}.tsv"
+    threads: workflow.cores
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/align.py"
+
+
+rule align_real:
+    """Align a set of real faces (the benchmark's images, or the face world's labelled set)."""
+    input:
+        images=lambda w: ALIGNED_SOURCES[w.imageset],
+    output:
+        images=directory("results/aligned/real/{imageset}"),
+        manifest="results/aligned/real/{imageset}.csv",
+    wildcard_constraints:
+        imageset="lfw|labelled",
+    params:
+        settings=settings(alignment=config["alignment"]),
+        device=config["device"],
+    log:
+        "results/logs/align_real/{imageset}.log",
+    benchmark:
+        "results/benchmarks/align_real/{imageset}.tsv"
+    threads: workflow.cores
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/align.py"

@@ -1,0 +1,61 @@
+# The identity-conditioned latent diffusion models (and the unconditional one for two-stage
+# contexts): trained here, or a published IDiff-Face EMA checkpoint imported for sampling.
+
+TRAINED_GENERATORS = [g for g, v in config["generators"].items() if not v["pretrained"]]
+PUBLISHED_GENERATORS = [g for g, v in config["generators"].items() if v["pretrained"]]
+
+
+def ldm_training_inputs(w):
+    inputs = {"images": "results/data/ffhq",
+              "encoder": "results/autoencoder/first_stage_encoder_state_dict.pt",
+              "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt"}
+    if is_conditional(w.generator):
+        inputs["embeddings"] = "results/embeddings/ffhq.npz"
+    return inputs
+
+
+rule train_ldm:
+    """Train one generator on the training latents (EMA weights are what sampling uses)."""
+    input:
+        unpack(ldm_training_inputs),
+    output:
+        ema="results/ldm/{generator}/ema.ckpt",
+        model="results/ldm/{generator}/model.ckpt",
+        losses="results/ldm/{generator}/loss.csv",
+    wildcard_constraints:
+        generator=names_regex(TRAINED_GENERATORS),
+    params:
+        settings=lambda w: expensive(ldm={**generator_settings(w.generator), "autoencoder": config["autoencoder"]["model"]}),
+        state=lambda w: f"results/state/ldm/{w.generator}",
+        device=config["device"],
+    log:
+        "results/logs/train_ldm/{generator}.log",
+    benchmark:
+        "results/benchmarks/train_ldm/{generator}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/train_ldm.py"
+
+
+rule import_generator:
+    """Check a published IDiff-Face EMA checkpoint against the configured UNet and keep a copy."""
+    output:
+        ema="results/ldm/{generator}/ema.ckpt",
+    wildcard_constraints:
+        generator=names_regex(PUBLISHED_GENERATORS),
+    params:
+        settings=lambda w: settings(unet=generator_settings(w.generator)["unet"],
+                                    checkpoint=config["generators"][w.generator]["pretrained"]),
+    log:
+        "results/logs/import_generator/{generator}.log",
+    benchmark:
+        "results/benchmarks/import_generator/{generator}.tsv"
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/import_generator.py"

@@ -1,0 +1,34 @@
+# Sampling: one job per shard; shards partition the identities, never change the images.
+
+
+def sampling_settings(dataset):
+    ds = config["datasets"][dataset]
+    return settings(sampling=config["sampling"],
+                    unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
+                    image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
+
+
+rule sample_shard:
+    """Sample images_per_identity images for every identity of one shard (one PNG per image)."""
+    input:
+        generator=lambda w: f"results/ldm/{config['datasets'][w.dataset]['generator']}/ema.ckpt",
+        decoder="results/autoencoder/first_stage_decoder_state_dict.pt",
+        contexts=lambda w: f"results/contexts/{config['datasets'][w.dataset]['contexts']}.npz",
+    output:
+        images=directory("results/samples/{dataset}/shard{shard}"),
+        manifest="results/samples/{dataset}/shard{shard}.csv",
+    params:
+        settings=lambda w: sampling_settings(w.dataset),
+        state=lambda w: f"results/state/samples/{w.dataset}/shard{w.shard}",
+        device=config["device"],
+    log:
+        "results/logs/sample_shard/{dataset}/shard{shard}.log",
+    benchmark:
+        "results/benchmarks/sample_shard/{dataset}/shard{shard}.tsv"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sample_shard.py"
