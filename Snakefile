@@ -8,7 +8,9 @@ from pathlib import Path
 
 from idiff_core.config import load_schema, validate_config
 
-configfile: "config/config.yaml"
+# The embedded default, always read from the repository (also under --directory); --configfile
+# files are merged over it key by key.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
 

@@ -34,6 +34,7 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 FAILURE_POLICIES = ("resize", "drop")
 MANIFEST_COLUMNS = ("path", "identity", "status", "n_faces", "prob", "error")
+WRITTEN = ("aligned", "resized")  # statuses that write an output image
 JOURNAL_NAME = ".align_journal.jsonl"
 
 
@@ -234,7 +235,7 @@ def _load_journal(journal: Path, key: str, out_dir: Path) -> dict[str, dict]:
                 continue
             if record.get("settings") != key:
                 continue
-            has_output = record["status"] in ("aligned", "resized")
+            has_output = record["status"] in WRITTEN
             if has_output and not (out_dir / output_name(record["path"])).exists():
                 continue
             records[record["path"]] = record
@@ -247,8 +248,7 @@ def output_name(relative: str) -> str:
 
 
 def _record(relative: str, key: str, status: str, n_faces: int, prob: float, error: str) -> dict:
-    parent = Path(relative).parent.as_posix()
-    return {"path": relative, "identity": "" if parent == "." else Path(relative).parent.name, "status": status,
+    return {"path": relative, "identity": Path(relative).parent.name, "status": status,
             "n_faces": n_faces, "prob": None if np.isnan(prob) else round(prob, 6), "error": error,
             "settings": key}
 
@@ -277,7 +277,7 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest_csv: str | os.PathLike,
-                 settings: AlignSettings, *, threads: int, device: str = "auto") -> list[dict]:
+                 settings: AlignSettings, *, threads: int, device: str) -> list[dict]:
     """Align every image under `in_dir` into `out_dir` (same tree, `.png`) and write the manifest.
 
     Resumable: finished images are listed in `out_dir/.align_journal.jsonl` (one JSON line per image,
@@ -317,6 +317,8 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                     write_png(out_dir / output_name(relative), result.image)
                 records.append(_record(relative, key, result.status, result.n_faces, result.prob, result.error))
             for record in records:
+                if record["status"] not in WRITTEN:  # an output left by a run with other settings must go
+                    (out_dir / output_name(record["path"])).unlink(missing_ok=True)
                 log.write(json.dumps(record) + "\n")
                 done[record["path"]] = record
             log.flush()

@@ -15,10 +15,9 @@ import re
 import shutil
 from pathlib import Path
 
-from idiff_core.alignment import output_name, read_manifest
+from idiff_core.alignment import WRITTEN, output_name, read_manifest
 from idiff_core.io import IMAGE_EXTENSIONS, atomic_path
 
-USABLE = ("aligned", "resized")  # statuses that wrote an image (resized only exists under the resize policy)
 STATUS_COLUMN = {"aligned": "detected", "resized": "resized", "dropped": "dropped", "unreadable": "unreadable"}
 IDENTITY_COLUMNS = ("identity", "images", "detected", "resized", "dropped", "unreadable", "kept")
 
@@ -58,7 +57,7 @@ def _collect(aligned_dirs: list, manifests: list) -> dict[str, dict]:
                 raise ValueError(f"{manifest}: unknown status {row['status']!r} for {row['path']}")
             entry["images"] += 1
             entry[STATUS_COLUMN[row["status"]]] += 1
-            if row["status"] in USABLE:
+            if row["status"] in WRITTEN:  # resized only occurs under the resize policy
                 path = shard_dir / output_name(row["path"])
                 if not path.is_file():
                     raise FileNotFoundError(f"{manifest} lists {row['path']} as {row['status']} but {path} is missing")

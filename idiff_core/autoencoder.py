@@ -225,6 +225,8 @@ def encode_images(encoder: VQEncoder, images: np.ndarray | Sequence[str | os.Pat
 def decode_latents(decoder: VQDecoder, latents: torch.Tensor, batch_size: int,
                    device: str | torch.device) -> np.ndarray:
     """uint8 NHWC images of latents (quantised first, as when sampling)."""
+    if not len(latents):
+        raise ValueError("decode_latents got no latents")
     device = resolve_device(device) if isinstance(device, str) else device
     decoder = decoder.to(device).eval()
     with torch.inference_mode():
@@ -283,8 +285,8 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
     """Train a VQ autoencoder on a folder of faces; write it as a Lightning-layout checkpoint.
 
     Loss: weighted L1 + MSE reconstruction, codebook and commitment terms (no perceptual/GAN terms,
-    which would need downloads). Codes unused for `dead_code_reinit_every` steps are re-seeded from
-    the batch's latents. Resumes from `state_dir` after a kill, bit-identically on CPU. Returns the
+    which would need downloads). The codebook is seeded from the first batch's latents, and codes
+    unused for `dead_code_reinit_every` steps are re-seeded from the current batch's latents. Resumes from `state_dir` after a kill, bit-identically on CPU. Returns the
     reconstruction error on `holdout_images` images never trained on (also stored in the checkpoint).
     """
     set_threads(threads)
@@ -337,7 +339,8 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
 
         usage += torch.bincount(out.indices.flatten().cpu(), minlength=cfg.n_embed)
         reset = 0
-        if settings.dead_code_reinit_every and step % settings.dead_code_reinit_every == 0:
+        # step 1 seeds the codebook from data; later, codes unused since the last check are re-seeded
+        if settings.dead_code_reinit_every and (step == 1 or step % settings.dead_code_reinit_every == 0):
             dead = (usage == 0).nonzero().flatten()
             reset = len(dead)
             if reset:

@@ -62,11 +62,11 @@ class WorldSettings:
 IDENTITY_RANGES: dict[str, tuple[float, float]] = {
     "face_width": (1.85, 2.35), "face_length": (3.0, 3.5), "jaw_taper": (0.1, 0.55), "chin_drop": (-0.15, 0.2),
     "cheek_fullness": (0.0, 0.35), "skin_tone": (0.0, 0.85), "skin_warmth": (-1.0, 1.0), "blush": (0.0, 1.0),
-    "eye_spacing": (0.9, 1.1), "eye_width": (0.4, 0.56), "eye_open": (0.75, 1.3), "eye_tilt": (-0.12, 0.15),
+    "eye_spacing": (0.96, 1.04), "eye_width": (0.4, 0.56), "eye_open": (0.75, 1.3), "eye_tilt": (-0.12, 0.15),
     "eye_height": (-0.1, 0.1), "iris_size": (0.16, 0.23), "iris_hue": (0.0, 1.0), "iris_dark": (0.0, 1.0),
     "brow_height": (-0.72, -0.48), "brow_arch": (0.0, 0.22), "brow_thick": (0.07, 0.18), "brow_length": (0.85, 1.25),
-    "brow_tilt": (-0.15, 0.15), "brow_dark": (0.3, 1.0), "nose_length": (0.9, 1.25), "nose_width": (0.75, 1.3),
-    "nose_tip": (0.8, 1.3), "nose_bridge": (0.25, 0.6), "mouth_width": (0.7, 0.95), "mouth_height": (2.05, 2.45),
+    "brow_tilt": (-0.15, 0.15), "brow_dark": (0.3, 1.0), "nose_length": (1.0, 1.1), "nose_width": (0.75, 1.3),
+    "nose_tip": (0.8, 1.3), "nose_bridge": (0.25, 0.6), "mouth_width": (0.78, 0.88), "mouth_height": (2.2, 2.34),
     "upper_lip": (0.06, 0.16), "lower_lip": (0.08, 0.2), "lip_red": (0.0, 1.0), "hair_dark": (0.0, 1.0),
     "hair_red": (0.0, 1.0), "hair_grey": (0.0, 1.0), "hair_volume": (0.03, 0.4), "hair_length": (-0.5, 5.5),
     "hairline": (1.4, 2.4), "fringe": (0.0, 1.0), "parting": (-1.0, 1.0), "hair_curl": (0.0, 1.0),
@@ -99,18 +99,21 @@ def sample_nuisance(seed: int, kind: str, index: int, image: int, strength: floa
     azimuth = rng.uniform(-math.pi, math.pi)
     light = np.array([math.cos(elevation) * math.cos(azimuth) * min(1.0, s),
                       math.cos(elevation) * math.sin(azimuth) * min(1.0, s), 1.0])
+    falloff = rng.uniform(0.0, 1.2) * s  # light fading across the scene, in the light's direction
     return {
-        "roll": rng.normal(0.0, 0.12 * s), "yaw": rng.uniform(-0.3, 0.3) * s, "pitch": rng.uniform(-0.15, 0.15) * s,
-        "scale": math.exp(rng.uniform(-0.1, 0.1) * s), "shift_x": rng.uniform(-0.04, 0.04) * s,
+        "roll": rng.normal(0.0, 0.05 * s), "yaw": rng.uniform(-0.12, 0.12) * s, "pitch": rng.uniform(-0.05, 0.05) * s,
+        "scale": math.exp(rng.uniform(-0.04, 0.12) * s), "shift_x": rng.uniform(-0.04, 0.04) * s,
         "shift_y": rng.uniform(-0.04, 0.04) * s, "gaze": rng.uniform(-0.08, 0.08) * s,
         "smile": rng.uniform(0.0, 1.0) ** 2 * s, "mouth_open": max(0.0, rng.uniform(-0.6, 1.0)) * s,
         "brow_raise": rng.uniform(-0.3, 1.0) * s, "squint": max(0.0, rng.uniform(-0.4, 0.6)) * s,
-        "light": light / np.linalg.norm(light), "ambient": 1.0 - (1.0 - rng.uniform(0.3, 0.6)) * min(1.0, s),
-        "intensity": math.exp(rng.uniform(-0.35, 0.25) * s),
-        "tint": np.exp(rng.normal(0.0, 0.08 * s, 3)), "background": _muted(rng),
-        "bg_texture": rng.uniform(0.0, 0.25) * s, "bg_angle": rng.uniform(0, 2 * math.pi),
-        "texture_seed": int(rng.integers(2**31)), "clothes": rng.uniform(0.05, 0.9, 3),
-        "blur": 0.35 + rng.uniform(0.0, 0.9) * s, "noise": (0.004 + rng.uniform(0.0, 0.02)) * s,
+        "light": light / np.linalg.norm(light), "ambient": 1.0 - (1.0 - rng.uniform(0.25, 0.55)) * min(1.0, s),
+        "falloff": falloff * np.array([math.cos(azimuth), math.sin(azimuth)]),
+        "intensity": math.exp(rng.uniform(-0.5, 0.35) * s),
+        "tint": np.exp(rng.normal(0.0, 0.12 * s, 3)), "background": _muted(rng),
+        "bg_texture": rng.uniform(0.0, 0.4) * s, "bg_angle": rng.uniform(0, 2 * math.pi),
+        "bg_coarse": rng.uniform(-1.0, 1.0, (6, 6, 3)).astype(np.float32), "noise_offset": rng.integers(0, 2**16, 2),
+        "clothes": rng.uniform(0.05, 0.9, 3),
+        "blur": 0.3 + rng.uniform(0.0, 0.3) * s, "noise": (0.003 + rng.uniform(0.0, 0.012)) * s,
     }
 
 
@@ -127,7 +130,8 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _rgb(*values: float) -> np.ndarray:
-    return np.array(values, dtype=np.float32)
+    """A colour shaped (3, 1, 1): images are channel-first, which keeps numpy's inner loops long."""
+    return np.array(values, dtype=np.float32).reshape(3, 1, 1)
 
 
 def _ramp(d: np.ndarray, width: float) -> np.ndarray:
@@ -140,9 +144,8 @@ def _gauss(x: np.ndarray, y: np.ndarray, sx: float, sy: float) -> np.ndarray:
 
 
 def _blend(img: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
-    """Paint `colour` (RGB, or an HxWx3 array) over `img` with opacity `mask`, in place."""
-    m = mask[..., None]
-    img -= m * (img - colour)
+    """Paint `colour` ((3,1,1) or a 3xHxW array) over the 3xHxW `img` with opacity `mask`, in place."""
+    img -= mask * (img - colour)
 
 
 def _skin_colour(ident: dict[str, float]) -> np.ndarray:
@@ -150,7 +153,7 @@ def _skin_colour(ident: dict[str, float]) -> np.ndarray:
     t = ident["skin_tone"]
     light, dark = np.array([0.93, 0.76, 0.64]), np.array([0.42, 0.27, 0.18])
     warmth = ident["skin_warmth"] * np.array([0.03, 0.0, -0.04])
-    return np.clip(light * (1 - t) + dark * t + warmth, 0.0, 1.0).astype(np.float32)
+    return _rgb(*np.clip(light * (1 - t) + dark * t + warmth, 0.0, 1.0))
 
 
 def _hair_colour(ident: dict[str, float], skin: np.ndarray) -> np.ndarray:
@@ -161,10 +164,10 @@ def _hair_colour(ident: dict[str, float], skin: np.ndarray) -> np.ndarray:
     hair = base * (1 - grey) + grey * np.array([0.7, 0.7, 0.72])
     if abs(hair.mean() - skin.mean()) < 0.25:  # hair close to skin hides the face outline
         hair = hair * 0.45 if skin.mean() > 0.35 else np.minimum(hair * 1.8 + 0.2, 0.95)
-    return np.clip(hair, 0.0, 1.0).astype(np.float32)
+    return _rgb(*np.clip(hair, 0.0, 1.0))
 
 
-_IRIS = np.array([[0.35, 0.2, 0.08], [0.3, 0.45, 0.65], [0.35, 0.5, 0.3], [0.45, 0.45, 0.45], [0.5, 0.35, 0.15]], dtype=np.float32)
+_IRIS = [_rgb(0.35, 0.2, 0.08), _rgb(0.3, 0.45, 0.65), _rgb(0.35, 0.5, 0.3), _rgb(0.45, 0.45, 0.45), _rgb(0.5, 0.35, 0.15)]
 
 
 @dataclass
@@ -176,6 +179,7 @@ class _Canvas:
     v: np.ndarray
     img: np.ndarray
     height: np.ndarray
+    fg: np.ndarray  # opacity of the person over the background
     aa: float  # anti-aliasing width in face units
 
     def window(self, g: dict, u0: float, u1: float, v0: float, v1: float) -> "_Canvas":
@@ -186,7 +190,8 @@ class _Canvas:
         c0, c1 = max(0, int(min(xs))), min(size, int(math.ceil(max(xs))) + 1)
         r0, r1 = max(0, int(min(ys))), min(size, int(math.ceil(max(ys))) + 1)
         block = (slice(r0, max(r0, r1)), slice(c0, max(c0, c1)))
-        return _Canvas(self.u[block], self.v[block], self.img[block], self.height[block], self.aa)
+        return _Canvas(self.u[block], self.v[block], self.img[(slice(None), *block)], self.height[block],
+                       self.fg[block], self.aa)
 
 
 def _to_pixels(g: dict, pu: float, pv: float) -> tuple[float, float]:
@@ -219,15 +224,15 @@ def render(ident: dict[str, float], nuis: dict, size: int) -> tuple[np.ndarray, 
     inv = 1.0 / g["px"]
     u = dx * np.float32(g["cr"] * inv) + dy * np.float32(g["sr"] * inv)
     v = dy * np.float32(g["cr"] * inv) - dx * np.float32(g["sr"] * inv)
-    img = np.empty((size, size, 3), np.float32)
-    img[:] = nuis["clothes"]
-    canvas = _Canvas(u, v, img, np.zeros((size, size), np.float32), 1.2 * inv)
+    img = np.empty((3, size, size), np.float32)
+    img[:] = nuis["clothes"].astype(np.float32).reshape(3, 1, 1)
+    canvas = _Canvas(u, v, img, np.zeros((size, size), np.float32), np.zeros((size, size), np.float32), 1.2 * inv)
     skin = _skin_colour(ident)
     hair = _hair_colour(ident, skin)
-    rng = np.random.default_rng(nuis["texture_seed"])
 
-    fg, hair_rgb = _draw_head(canvas, g, ident, skin, hair)
+    _draw_head(canvas, g, ident, skin, hair)
     inner = canvas.window(g, -2.4, 2.4, -1.6, 3.3)
+    _draw_marks(inner, ident, skin)
     _draw_eyes(inner, g, ident, nuis)
     _draw_brows(inner, g, ident, hair)
     _draw_nose(inner, g, ident, skin)
@@ -235,23 +240,41 @@ def render(ident: dict[str, float], nuis: dict, size: int) -> tuple[np.ndarray, 
     _draw_front_hair(canvas.window(g, -3.2, 3.2, -4.5, 1.6), g, ident, hair, skin)
 
     # Lambert shading of the height field (normals from its gradient), ambient light, colour tint
-    gy, gx = np.gradient(canvas.height)
-    gx *= np.float32(g["px"])
-    gy *= np.float32(g["px"])
+    gx, gy = _slopes(canvas.height, g["px"])
     lx, ly, lz = (np.float32(c) for c in nuis["light"])
     nz = 1.0 / np.sqrt(1.0 + gx * gx + gy * gy)
     lambert = np.clip((lz - gx * lx - gy * ly) * nz, 0.0, None)
     ambient = np.float32(nuis["ambient"])
     shade = (ambient + (1.0 - ambient) * lambert) * np.float32(nuis["intensity"])
-    img *= shade[..., None] * nuis["tint"].astype(np.float32)
+    fx, fy = nuis["falloff"] / size
+    shade *= np.clip(1.0 + np.float32(fx) * (xs - np.float32(size / 2)) + np.float32(fy) * (ys - np.float32(size / 2)), 0.1, None)
+    img *= shade * nuis["tint"].astype(np.float32).reshape(3, 1, 1)
 
-    out = _background(nuis, size, xs, ys, rng)
-    _blend(out, fg, img)
+    out = _background(nuis, size, xs, ys)
+    _blend(out, canvas.fg, img)
     sigma = nuis["blur"] * size / 128
-    out = cv2.GaussianBlur(out, (0, 0), sigmaX=sigma, sigmaY=sigma)
-    out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(nuis["noise"])
+    for plane in out:
+        cv2.GaussianBlur(plane, (0, 0), sigmaX=sigma, sigmaY=sigma, dst=plane)
+    oy, ox = nuis["noise_offset"] % size
+    out += _noise_bank(size)[:, oy:oy + size, ox:ox + size] * np.float32(nuis["noise"])
     image = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return image, _landmarks(g)
+    return np.ascontiguousarray(image.transpose(1, 2, 0)), _landmarks(g)
+
+
+def _slopes(height: np.ndarray, px: float) -> tuple[np.ndarray, np.ndarray]:
+    """Central-difference slopes of a height field in face units, per pixel (x, y)."""
+    gx, gy = np.zeros_like(height), np.zeros_like(height)
+    half = np.float32(px / 2)
+    np.multiply(height[:, 2:] - height[:, :-2], half, out=gx[:, 1:-1])
+    np.multiply(height[2:] - height[:-2], half, out=gy[1:-1])
+    return gx, gy
+
+
+@functools.lru_cache(maxsize=4)
+def _noise_bank(size: int) -> np.ndarray:
+    """Fixed unit Gaussian noise, twice the image size; each image reads it at its own random offset
+    (drawing fresh normals per pixel would cost more than the whole face)."""
+    return np.random.default_rng(size).standard_normal((3, 2 * size, 2 * size), dtype=np.float32)
 
 
 def _landmarks(g: dict) -> np.ndarray:
@@ -262,12 +285,10 @@ def _landmarks(g: dict) -> np.ndarray:
     return np.array([_to_pixels(g, pu, pv) for pu, pv in points], dtype=np.float32)
 
 
-def _draw_head(c: _Canvas, g: dict, ident: dict[str, float], skin: np.ndarray, hair: np.ndarray):
-    """Neck, clothes, hair behind the head, ears and the face skin with its marks; returns the
-    foreground mask and the textured hair colour (reused for the hair in front)."""
+def _draw_head(c: _Canvas, g: dict, ident: dict[str, float], skin: np.ndarray, hair: np.ndarray) -> None:
+    """Hair behind the head, the head itself (skin and a rounded height field), ears, neck and clothes."""
     u, v, aa = c.u, c.v, c.aa
-    a, b = ident["face_width"], ident["face_length"]
-    vc = 0.25 + ident["chin_drop"] / 2
+    a, b, vc = ident["face_width"], ident["face_length"], _head_centre(ident)
     uu = u - np.float32(g["head_u"])
     vn = (v - np.float32(vc)) * np.float32(1 / (b + ident["chin_drop"] / 2))
     jaw = 1.0 - np.float32(1.4 * ident["jaw_taper"]) * np.clip(vn - 0.15, 0.0, None) ** 2
@@ -277,46 +298,65 @@ def _draw_head(c: _Canvas, g: dict, ident: dict[str, float], skin: np.ndarray, h
     head = _ramp(np.sqrt(r2) - 1.0, aa * 1.5 / a)
     c.height[:] = 2.2 * np.sqrt(np.clip(1.0 - r2, 0.0, None) + 0.01) * (head > 0)
 
-    neck_w = 0.55 * a
-    neck = _ramp(np.abs(uu) - neck_w, aa) * _ramp(0.5 - v, aa)
-    np.maximum(c.height, 1.3 * np.sqrt(np.clip(1.0 - (uu / neck_w) ** 2, 0.0, None)) * neck, out=c.height)
-    clothes = _ramp(3.9 + 0.1 * uu ** 2 - v, aa)
-    _blend(c.img, neck * (1 - clothes), skin * 0.85)
-    fg = np.maximum(np.maximum(neck, clothes), head)
-
     vol = ident["hair_volume"]
-    hv = (v - np.float32(vc - 0.15 * vol)) * np.float32(1 / (b * (1 + 0.5 * vol)))
-    hu = uu * np.float32(1 / (a * (1.05 + vol)))
-    hair_r2 = hu * hu + hv * hv
-    length = _ramp(v - ident["hair_length"], 0.3)
-    skull = _ramp(np.sqrt(hair_r2) - 1.0, aa * 2 / a) * length * (hv < 0.2 + 0.3 * (ident["hair_length"] > 1.5))
-    falling = _ramp(np.abs(hu) - 1.0, 0.05) * length * (v > 0)
-    back_hair = np.maximum(skull, falling) * np.float32(vol > 0.0)
-    curl = 30 + 40 * ident["hair_curl"]
-    strands = 0.88 + 0.12 * np.sin(np.float32(curl) * hu + np.float32(3 * ident["hair_curl"]) * np.sin(np.float32(curl / 3) * hv))
-    hair_rgb = hair * strands[..., None]
-    _blend(c.img, back_hair, hair_rgb)
-    np.maximum(fg, back_hair, out=fg)
-    hair_height = 2.4 * np.sqrt(np.clip(1.0 - hair_r2, 0.0, None) + 0.01) * back_hair * (head == 0)
-    np.maximum(c.height, hair_height, out=c.height)
+    if vol > 0:
+        hv = (v - np.float32(vc - 0.15 * vol)) * np.float32(1 / (b * (1 + 0.5 * vol)))
+        hu = uu * np.float32(1 / (a * (1.05 + vol)))
+        hair_r2 = hu * hu + hv * hv
+        length = _ramp(v - ident["hair_length"], 0.3)
+        skull = _ramp(np.sqrt(hair_r2) - 1.0, aa * 2 / a) * length * (hv < 0.2 + 0.3 * (ident["hair_length"] > 1.5))
+        back_hair = np.maximum(skull, _ramp(np.abs(hu) - 1.0, 0.05) * length * (v > 0))
+        _blend(c.img, back_hair, hair * _strands(ident, uu * np.float32(1 / a), v))
+        c.fg[:] = back_hair
+        hair_height = 2.4 * np.sqrt(np.clip(1.0 - hair_r2, 0.0, None) + 0.01) * back_hair * (head == 0)
+        np.maximum(c.height, hair_height, out=c.height)
+    low = c.window(g, -8.0, 8.0, 1.5, 12.0)
+    lu = low.u - np.float32(g["head_u"])
+    neck_w = 0.55 * a
+    neck = _ramp(np.abs(lu) - neck_w, aa) * (1 - low.fg)  # in front of the shoulders, behind long hair
+    clothes = _ramp(3.9 + 0.1 * lu ** 2 - low.v, aa)
+    neck_h = 1.3 * np.sqrt(np.clip(1.0 - (lu * np.float32(1 / neck_w)) ** 2, 0.0, None)) * neck
+    np.maximum(low.height, neck_h, out=low.height)
+    _blend(low.img, neck * (1 - clothes), skin * 0.85)
+    np.maximum(low.fg, np.maximum(neck, clothes), out=low.fg)
+    _blend(c.img, head, skin)
+    np.maximum(c.fg, head, out=c.fg)
 
-    ear_u = np.abs(uu) - np.float32(a * 0.98 - 0.05)
-    ear_v = v - np.float32(ident["ear_height"] + 0.1 * g["pitch"])
+    ear_h = ident["ear_height"] + 0.1 * g["pitch"]
+    side = c.window(g, -a - 0.8, a + 0.8, ear_h - 0.8, ear_h + 0.8)
+    ear_u = np.abs(side.u - np.float32(g["head_u"])) - np.float32(a * 0.98 - 0.05)
+    ear_v = side.v - np.float32(ear_h)
     ears = _ramp(np.sqrt((ear_u * 3.6) ** 2 + (ear_v * np.float32(1.8 / ident["ear_size"])) ** 2) - 1.0, aa * 3)
-    _blend(c.img, ears, skin * (0.92 - 0.15 * _gauss(ear_u, ear_v, 0.12, 0.3))[..., None])
-    np.maximum(fg, ears, out=fg)
+    ears *= 1 - _ramp(np.abs(side.u - np.float32(g["head_u"])) - np.float32(a * 0.9), aa)  # behind the face
+    _blend(side.img, ears, skin * (0.92 - 0.15 * _gauss(ear_u, ear_v, 0.12, 0.3)))
+    np.maximum(side.fg, ears, out=side.fg)
 
-    blush = _gauss(np.abs(u) - 1.1, v - 1.1, 0.45, 0.4) * np.float32(0.12 * ident["blush"])
-    freck = np.sin(41 * u + 13 * v + np.float32(ident["freckle_phase"])) * np.sin(17 * u - 37 * v)
-    freckles = np.clip((freck - 0.55) * 4, 0, 1) * _gauss(np.abs(u) - 0.8, v - 0.8, 0.7, 0.5) * np.float32(0.3 * ident["freckles"])
-    skin_rgb = skin * (1.0 - freckles)[..., None] * (1.0 + blush[..., None] * _rgb(0.4, -0.3, -0.3))
-    _blend(c.img, head, skin_rgb)
+
+def _head_centre(ident: dict[str, float]) -> float:
+    return 0.25 + ident["chin_drop"] / 2
+
+
+def _strands(ident: dict[str, float], hu: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Brightness of hair strands: vertical waves whose frequency and wobble grow with curliness."""
+    curl = 30 + 40 * ident["hair_curl"]
+    return 0.88 + 0.12 * np.sin(np.float32(curl) * hu + np.float32(3 * ident["hair_curl"]) * np.sin(np.float32(curl / 3) * v))
+
+
+def _draw_marks(c: _Canvas, ident: dict[str, float], skin: np.ndarray) -> None:
+    """Blush, freckles, moles and the relief of cheeks and chin (all inside the face window)."""
+    u, v = c.u, c.v
+    c.img *= 1.0 + _gauss(np.abs(u) - 1.1, v - 1.1, 0.45, 0.4) * _rgb(0.05, -0.035, -0.035) * np.float32(ident["blush"])
+    if ident["freckles"] > 0:
+        freck = np.sin(41 * u + 13 * v + np.float32(ident["freckle_phase"])) * np.sin(17 * u - 37 * v)
+        spots = np.clip((freck - 0.55) * 4, 0, 1) * _gauss(np.abs(u) - 0.8, v - 0.8, 0.7, 0.5)
+        c.img *= 1.0 - np.float32(0.3 * ident["freckles"]) * spots
+    face = c.height > 0.8
     for k, (mu, mv) in enumerate([(ident["mole_u"], ident["mole_v"]), (ident["mole_u2"], ident["mole_v2"])]):
         if k < ident["moles"]:
-            _blend(c.img, head * _ramp(np.sqrt((u - mu) ** 2 + (v - mv) ** 2) - 0.07, aa), skin * 0.35)
-    c.height += 0.2 * _gauss(np.abs(u) - 1.15, v - 1.0, 0.5, 0.45) * np.float32(1 + 3 * ident["cheek_fullness"]) * head
-    c.height += 0.1 * _gauss(u, v - (ident["mouth_height"] + 0.75 + ident["chin_drop"]), 0.5, 0.35) * head
-    return fg, hair_rgb
+            _blend(c.img, face * _ramp(np.sqrt((u - mu) ** 2 + (v - mv) ** 2) - 0.07, c.aa), skin * 0.35)
+    relief = 0.2 * _gauss(np.abs(u) - 1.15, v - 1.0, 0.5, 0.45) * np.float32(1 + 3 * ident["cheek_fullness"])
+    relief += 0.1 * _gauss(u, v - (ident["mouth_height"] + 0.75 + ident["chin_drop"]), 0.5, 0.35)
+    c.height += relief * face
 
 
 def _draw_eyes(c: _Canvas, g: dict, ident: dict[str, float], nuis: dict) -> None:
@@ -328,18 +368,18 @@ def _draw_eyes(c: _Canvas, g: dict, ident: dict[str, float], nuis: dict) -> None
     ex = (np.abs(ue) - np.float32(g["es"])) / ew
     socket = _gauss(ex * ew, ey + 0.05, 0.6, 0.42)
     c.height -= 0.45 * socket
-    c.img *= (1.0 - 0.25 * socket)[..., None]
+    c.img *= (1.0 - 0.25 * socket)
     tilt = ident["eye_tilt"]
     eyl = ey - np.float32(tilt) * ex * ew
     open_ = ident["eye_open"] * (1.0 - 0.45 * nuis["squint"])
     lid = 1.0 - ex * ex  # negative beyond the corners, which closes the lids there
     upper, lower = np.float32(-0.19 * open_) * lid, np.float32(0.12 * open_) * lid
     eye = _ramp(np.maximum(upper - eyl, eyl - lower), c.aa)
-    _blend(c.img, eye, _rgb(0.92, 0.9, 0.87) * (1.0 - 0.3 * ex * ex)[..., None])
+    _blend(c.img, eye, _rgb(0.92, 0.9, 0.87) * (1.0 - 0.3 * ex * ex))
     ir = ident["iris_size"]
     iris_d = np.sqrt((ue - np.float32(nuis["gaze"]) - side * np.float32(g["es"])) ** 2 + eyl * eyl)
     iris_col = _IRIS[int(ident["iris_hue"] * len(_IRIS)) % len(_IRIS)] * np.float32(1.0 - 0.6 * ident["iris_dark"])
-    _blend(c.img, eye * _ramp(iris_d - ir, c.aa), iris_col * (0.55 + 0.45 * np.clip(1 - iris_d / ir, 0, 1))[..., None])
+    _blend(c.img, eye * _ramp(iris_d - ir, c.aa), iris_col * (0.55 + 0.45 * np.clip(1 - iris_d / ir, 0, 1)))
     _blend(c.img, eye * _ramp(iris_d - 0.4 * ir, c.aa), _rgb(0.03, 0.03, 0.04))
     lash = _ramp(np.abs(eyl - upper + 0.03) - 0.035 - 0.03 * np.clip(ex, 0, 1), c.aa) * (np.abs(ex) < 1.12)
     _blend(c.img, lash, _rgb(0.08, 0.06, 0.05))
@@ -393,9 +433,11 @@ def _draw_mouth(c: _Canvas, g: dict, ident: dict[str, float], nuis: dict, skin: 
     _blend(c.img, lips, skin * _rgb(0.85, 0.55 * (1 - 0.5 * red), 0.55 * (1 - 0.4 * red)))
     if gape > 0.02:
         inside = _ramp(np.abs(my - line) - gap, c.aa) * (np.abs(mx) < 0.97)
-        _blend(c.img, inside, np.where((my < line)[..., None], _rgb(0.85, 0.82, 0.75), _rgb(0.25, 0.05, 0.05)))
+        _blend(c.img, inside, np.where((my < line), _rgb(0.85, 0.82, 0.75), _rgb(0.25, 0.05, 0.05)))
     seam = _ramp(np.abs(my - line) - 0.02 - gap, c.aa) * (np.abs(mx) < 1.02)
     _blend(c.img, seam * 0.7, skin * 0.2)
+    corners = _gauss((np.abs(mx) - 1.0) * np.float32(g["mouth_w"]), my - line, 0.06, 0.05)  # shadowed corners
+    c.img *= 1.0 - 0.6 * corners
     c.height += 0.12 * lips
 
 
@@ -410,20 +452,17 @@ def _draw_front_hair(c: _Canvas, g: dict, ident: dict[str, float], hair: np.ndar
     head = c.height > 0  # the head and the hair behind it
     front = np.maximum(forehead, temple * np.float32(vol > 0)) * head
     colour = hair if vol > 0 else hair * 0.6 + skin * 0.4
-    curl = 30 + 40 * ident["hair_curl"]
-    strands = 0.88 + 0.12 * np.sin(np.float32(curl) * u * np.float32(1 / a) + np.float32(3 * ident["hair_curl"]) * np.sin(np.float32(curl / 3) * v))
-    _blend(c.img, front, colour * strands[..., None])
+    _blend(c.img, front, colour * _strands(ident, u * np.float32(1 / a), v))
     c.height += np.float32(0.08 * vol) * front
 
 
-def _background(nuis: dict, size: int, xs: np.ndarray, ys: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _background(nuis: dict, size: int, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """A two-colour gradient at a random angle plus a low-frequency colour texture."""
     ca, sa = math.cos(nuis["bg_angle"]) / size, math.sin(nuis["bg_angle"]) / size
     t = np.clip(xs * np.float32(ca) + ys * np.float32(sa) + np.float32(0.5 - 0.5 * (ca + sa) * size), 0, 1)
     c0, c1 = nuis["background"].astype(np.float32)
-    bg = c0 + (c1 - c0) * t[..., None]
-    coarse = rng.uniform(-1.0, 1.0, (6, 6, 3)).astype(np.float32)
-    bg += np.float32(nuis["bg_texture"]) * cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    bg = c0.reshape(3, 1, 1) + (c1 - c0).reshape(3, 1, 1) * t
+    bg += np.float32(nuis["bg_texture"]) * cv2.resize(nuis["bg_coarse"], (size, size), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
     return bg
 
 
@@ -432,3 +471,104 @@ def draw(settings: WorldSettings, kind: str, identity: int, image: int) -> tuple
     ident = sample_identity(settings.seed, kind, identity)
     nuis = sample_nuisance(settings.seed, kind, identity, image, settings.nuisance_strength)
     return render(ident, nuis, settings.image_size)
+
+
+def image_names(kind: str, identities: int, images: int) -> list[tuple[int, int, str]]:
+    """(identity, image, relative path) of every file of a set, in the layout of the data it mimics:
+    FFHQ `00042.png`; ImageFolder `00042/0003.png`; LFW `Person_0042/Person_0042_0004.png` (1-based)."""
+    if kind == "ffhq":
+        return [(i, 0, f"{i:05d}.png") for i in range(identities)]
+    if kind == "labelled":
+        return [(i, k, f"{i:05d}/{k:04d}.png") for i in range(identities) for k in range(images)]
+    if kind == "lfw":
+        return [(i, k, f"Person_{i:04d}/Person_{i:04d}_{k + 1:04d}.png") for i in range(identities) for k in range(images)]
+    raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
+
+
+def _render_files(task: tuple[WorldSettings, str, str, list[tuple[int, int, str]]]) -> list[list]:
+    settings, kind, out_dir, files = task
+    rows = []
+    for identity, image, name in files:
+        pixels, landmarks = draw(settings, kind, identity, image)
+        write_png(Path(out_dir) / name, pixels)
+        rows.append([name, *(f"{x:.3f}" for x in landmarks.ravel())])
+    return rows
+
+
+def render_set(out_dir: str | os.PathLike, kind: str, settings: WorldSettings,
+               landmarks_csv: str | os.PathLike | None = None, threads: int = 1) -> int:
+    """Render one set (`ffhq`, `labelled` or `lfw`) into `out_dir`; optionally write the true landmarks
+    as CSV (`name,x1,y1,...,x5,y5`, name relative to `out_dir`). Returns the number of images."""
+    identities, images = settings.layout(kind)
+    if identities < 1 or images < 1:
+        raise ValueError(f"world set {kind!r} needs >= 1 identity and image, got {identities} x {images}")
+    files = image_names(kind, identities, images)
+    chunk = max(1, min(256, len(files) // max(1, 4 * threads)))
+    tasks = [(settings, kind, str(out_dir), files[i:i + chunk]) for i in range(0, len(files), chunk)]
+    bar = progress(total=len(files), desc=f"world {kind}", unit="img")
+    rows: list[list] = []
+    if threads > 1:
+        with ProcessPoolExecutor(max_workers=threads) as pool:
+            for part in pool.map(_render_files, tasks):
+                rows += part
+                bar.update(len(part))
+    else:
+        for task in tasks:
+            rows += _render_files(task)
+            bar.update(len(task[3]))
+    bar.close()
+    if landmarks_csv is not None:
+        with atomic_path(landmarks_csv) as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["name"] + [f"{axis}{k}" for k in range(1, 6) for axis in "xy"])
+            writer.writerows(rows)
+    return len(files)
+
+
+def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Landmarks CSV written by `render_set`: relative image name -> 5x2 float32 (x, y)."""
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or len(header) != 11 or header[0] != "name":
+            raise ValueError(f"{path} is not a landmarks CSV (expected header name,x1,y1,...,x5,y5)")
+        return {row[0]: np.array(row[1:], dtype=np.float32).reshape(5, 2) for row in reader}
+
+
+def write_pairs(image_root: str | os.PathLike, pairs_path: str | os.PathLike, pairs_per_fold: int, seed: int,
+                folds: int = 10) -> None:
+    """Write an LFW-format `pairs.txt` over an LFW-layout folder (`Name/Name_0001.png`, ...).
+
+    Like LFW's View 2, the people are split into `folds` disjoint groups; each fold holds
+    `pairs_per_fold` matched pairs (two distinct images of one person with >= 2 images) then as many
+    mismatched pairs (two people), all distinct within the fold.
+    """
+    root = Path(image_root)
+    counts = {p.name: sum(1 for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+              for p in sorted(root.iterdir()) if p.is_dir()}
+    counts = {name: n for name, n in counts.items() if n > 0}
+    if len(counts) < 2 * folds:
+        raise ValueError(f"{root} has {len(counts)} people; {folds} person-disjoint folds need >= {2 * folds}")
+    rng = np.random.default_rng(derive_seed(seed, "world", "pairs"))
+    names = sorted(counts)
+    order = rng.permutation(len(names))
+    lines = [f"{folds}\t{pairs_per_fold}"]
+    for fold in range(folds):
+        group = [names[i] for i in order[fold::folds]]
+        matched = [(n, i, j) for n in group for i in range(1, counts[n] + 1) for j in range(i + 1, counts[n] + 1)]
+        if len(matched) < pairs_per_fold:
+            raise ValueError(f"fold {fold} of {root} offers {len(matched)} matched pairs, {pairs_per_fold} asked; "
+                             "render more images per person or ask fewer pairs per fold")
+        picked = rng.choice(len(matched), pairs_per_fold, replace=False)
+        lines += [f"{n}\t{i}\t{j}" for n, i, j in (matched[k] for k in sorted(picked))]
+        mismatched: set[tuple[str, int, str, int]] = set()
+        capacity = sum(counts[a] * counts[b] for x, a in enumerate(group) for b in group[x + 1:])
+        if capacity < pairs_per_fold:
+            raise ValueError(f"fold {fold} of {root} offers {capacity} mismatched pairs, {pairs_per_fold} asked")
+        while len(mismatched) < pairs_per_fold:
+            a, b = sorted(rng.choice(len(group), 2, replace=False))
+            first, second = group[a], group[b]
+            mismatched.add((first, int(rng.integers(1, counts[first] + 1)), second, int(rng.integers(1, counts[second] + 1))))
+        lines += [f"{a}\t{i}\t{b}\t{j}" for a, i, b, j in sorted(mismatched)]
+    with atomic_path(pairs_path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")

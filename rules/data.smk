@@ -20,7 +20,7 @@ if WORLD:
             "results/logs/render_world/{world_set}.log",
         benchmark:
             "results/benchmarks/render_world/{world_set}.tsv"
-        threads: 1
+        threads: workflow.cores
         conda:
             ENV
         script:
@@ -38,7 +38,7 @@ if WORLD:
             "results/logs/render_world/lfw.log",
         benchmark:
             "results/benchmarks/render_world/lfw.tsv"
-        threads: 1
+        threads: workflow.cores
         conda:
             ENV
         script:

@@ -107,7 +107,8 @@ def test_randaugment_draws_per_op_magnitudes_and_is_seeded():
     first = augment_face(image, torch.Generator().manual_seed(7), spec)
     assert torch.equal(first, augment_face(image, torch.Generator().manual_seed(7), spec))
     assert first.dtype == torch.uint8 and first.shape == image.shape
-    assert any(not torch.equal(first, augment_face(image, torch.Generator().manual_seed(s), spec)) for s in range(8, 12))
+    others = [augment_face(image, torch.Generator().manual_seed(s), spec) for s in range(8, 12)]
+    assert any(not torch.equal(first, other) for other in others)
 
 
 def test_flip_only_augmentation_flips_half_the_time():

@@ -59,24 +59,28 @@ def _listing(model: torch.nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     return [(prefix + k, str(tuple(v.shape))) for k, v in model.state_dict().items()]
 
 
-def test_paper_config_matches_manifests(ref):
+@pytest.fixture(scope="module")
+def paper_models():
+    """The paper config's three views, on the meta device (shapes only, no memory)."""
     cfg = VQConfig(**PAPER)
     with torch.device("meta"):
-        full, encoder, decoder = VQModel(cfg), VQEncoder(cfg), VQDecoder(cfg)
+        return VQModel(cfg), VQEncoder(cfg), VQDecoder(cfg)
+
+
+def test_paper_config_matches_manifests(ref, paper_models):
+    full, encoder, decoder = paper_models
     vq = ref / "vq"
     assert _listing(full, PREFIX) == _manifest(vq / "manifest_ldm_ffhq256_first_stage_model.tsv")
     assert _listing(encoder) == _manifest(vq / "manifest_first_stage_encoder_state_dict.tsv")
     assert _listing(decoder) == _manifest(vq / "manifest_first_stage_decoder_state_dict.tsv")
 
 
-def test_paper_parameter_counts_and_latent_shape():
-    cfg = VQConfig(**PAPER)
-    with torch.device("meta"):
-        encoder, decoder = VQEncoder(cfg), VQDecoder(cfg)
-        latent = encoder(torch.empty(1, 3, 128, 128))
+def test_paper_parameter_counts_and_latent_shape(paper_models):
+    _, encoder, decoder = paper_models
+    latent = encoder(torch.empty(1, 3, 128, 128, device="meta"))
     assert f"{sum(p.numel() for p in encoder.parameters()) / 1e6:.1f}" == "22.3"
     assert f"{sum(p.numel() for p in decoder.parameters()) / 1e6:.1f}" == "33.0"
-    assert tuple(latent.shape) == (1, 3, 32, 32) and cfg.downsampling == 4
+    assert tuple(latent.shape) == (1, 3, 32, 32) and VQConfig(**PAPER).downsampling == 4
 
 
 def test_no_res_block_levels_keep_their_width():

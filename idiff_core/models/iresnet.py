@@ -87,7 +87,7 @@ class IResNet(nn.Module):
         return nn.Sequential(*modules)
 
     def _init_weights(self) -> None:
-        """insightface's initialisation: convs N(0, 0.1), every BN weight 1 and bias 0 (skipped for shape-only models)."""
+        """insightface's initialisation: convs N(0, 0.1), BN weight 1 and bias 0; none for meta (shape-only) models."""
         if self.conv1.weight.is_meta:
             return
         for module in self.modules():

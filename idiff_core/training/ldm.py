@@ -6,10 +6,10 @@ then only touches the UNet: DDPM epsilon-MSE, Adam, cosine annealing with warm r
 iteration, an EMA copy, optional mixed precision, gradient accumulation and data parallelism
 (torch.distributed, one process per GPU, when WORLD_SIZE > 1).
 
-Resume is exact: each step's batch (which images, which flips, which contexts are dropped), its
-diffusion noise and the model's dropout draws are all seeded from (seed, step[, rank, micro-batch]),
-so a run that restarts from a checkpoint produces the same losses and weights as one that never
-stopped, on any number of processes for the data and per process layout for the noise.
+Resume is exact: each step's batch (which images, which flips, which contexts are dropped) is a
+function of (seed, step) alone, and its diffusion noise and the model's dropout draws are seeded from
+(seed, step, process rank, micro-batch), so a run restarted from a checkpoint produces the same losses
+and weights as one that never stopped (bitwise on CPU; same process layout assumed for the noise).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ ENCODE_CHUNK = 1024  # images read and encoded per chunk while building the late
 
 @dataclasses.dataclass(frozen=True)
 class DiffusionSettings:
-    """The forward process: T steps of the original's beta schedule `kind`."""
+    """The forward process: T = `timesteps` steps of the original's beta `schedule` (linear, cosine, ...)."""
 
     timesteps: int
     schedule: str
@@ -433,8 +433,8 @@ class _LossLog:
         self.path = path
         kept = []
         if start_step > 0 and path.exists():
-            kept = [line for line in path.read_text().splitlines()[1:]
-                    if line and int(line.split(",")[0]) < start_step]
+            rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+            kept = [",".join(r) for r in rows if len(r) == len(LOSS_COLUMNS) and int(r[0]) < start_step]
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join([",".join(LOSS_COLUMNS), *kept]) + "\n")
         self.handle = open(path, "a")

@@ -1,0 +1,124 @@
+"""The config schema stops bad configs with messages naming the key; both DAGs hold every stage."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from idiff_core.config import ConfigError, canonical_json, load_schema, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "config" / "schema.yaml")
+
+
+def default_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile semantics: nested dicts merge key by key, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def paper_config() -> dict:
+    return merged(default_config(), yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+
+
+@pytest.mark.parametrize("config", [default_config, paper_config], ids=["default", "paper"])
+def test_shipped_configs_are_valid(config):
+    validate_config(config(), SCHEMA)
+
+
+def problems_of(config: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, SCHEMA)
+    return str(err.value)
+
+
+def test_unknown_key_is_named_with_the_allowed_ones():
+    config = default_config()
+    config["sampling"]["sampler"]["stepz"] = 10
+    message = problems_of(config)
+    assert "unknown config key 'sampling.sampler.stepz'" in message
+    assert "steps" in message
+
+
+def test_wrong_type_names_key_and_expected_type():
+    config = default_config()
+    config["alignment"]["min_face_size"] = "twenty"
+    assert "config key 'alignment.min_face_size' must be of type integer" in problems_of(config)
+
+
+def test_wrong_enum_value_lists_the_choices():
+    config = default_config()
+    config["sampling"]["sampler"]["method"] = "euler"
+    message = problems_of(config)
+    assert "sampling.sampler.method" in message and "dpmsolver++" in message
+
+
+def test_missing_key_is_named():
+    config = default_config()
+    del config["ldm"]["unet"]["attention_heads"]
+    assert "'ldm.unet' is missing 'attention_heads'" in problems_of(config)
+
+
+def test_paper_scale_requires_the_elasticface_path():
+    config = paper_config()
+    config["embedder"]["weights"] = None
+    assert "embedder.weights" in problems_of(config)
+
+
+def test_dangling_references_are_reported():
+    config = default_config()
+    config["experiments"][0]["dataset"] = "nope"
+    config["datasets"]["uniform_cpd25"]["contexts"] = "missing"
+    message = problems_of(config)
+    assert "experiments[0].dataset 'nope'" in message and "contexts 'missing'" in message
+
+
+def test_experiment_larger_than_its_dataset_is_refused():
+    config = default_config()
+    config["experiments"][0]["depth"] = 999
+    assert "asks" in problems_of(config)
+
+
+def test_canonical_json_ignores_key_order():
+    assert canonical_json({"b": 1, "a": {"y": 2, "x": 3}}) == canonical_json({"a": {"x": 3, "y": 2}, "b": 1})
+
+
+STAGES = {"extract_embeddings", "split_autoencoder", "train_ldm", "make_contexts", "sample_shard", "align_shard",
+          "assemble_dataset", "train_fr", "eval_lfw", "lfw_table"}
+DATA_RULES = {"default": {"render_world", "render_world_lfw", "train_embedder", "train_autoencoder"},
+              "paper": {"fetch_ffhq", "fetch_lfw", "import_embedder", "fetch_autoencoder"}}
+
+
+def dry_run(workdir: Path, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"),
+                             "--directory", str(workdir), "results/eval/lfw.csv", *args],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name,args", [("default", ()), ("paper", ("--configfile", "config/paper.yaml"))])
+def test_dry_run_dag_contains_every_stage(name, args, tmp_path):
+    listed = set(re.findall(r"^(\w+)\s+\d+\s*$", dry_run(tmp_path, *args), flags=re.M))
+    assert STAGES | DATA_RULES[name] <= listed, sorted(STAGES | DATA_RULES[name] - listed)
+
+
+def test_bad_config_stops_snakemake_with_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sampling:\n  shardz: 3\n")
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(bad)],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "unknown config key 'sampling.shardz'" in result.stdout + result.stderr

@@ -1,0 +1,150 @@
+"""Sampling is reproducible, shard-invariant and resumable; contexts are what they claim to be."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from idiff_core.checkpoint import save_state
+from idiff_core.contexts import ContextSettings, context_ids, real_contexts, uniform_contexts, write_contexts
+from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
+from idiff_core.generation import SamplerSettings
+from idiff_core.io import load_matrix, save_matrix
+from idiff_core.models.unet import UNet
+from idiff_core.models.vq import VQConfig, VQDecoder
+from idiff_core.sampling import SamplingSettings, identity_units, sample_shard, shard_units
+
+UNET = dict(input_channels=3, initial_channels=32, channel_multipliers=[1, 2], is_attention=[False, True],
+            attention_heads=-1, attention_head_channels=16, n_blocks_per_resolution=1, context_input_channels=512,
+            context_channels=32, condition_type="CA", is_context_conditional=True, context_dropout_probability=0.25)
+VQ = VQConfig(ch=32, ch_mult=[1, 1], num_res_blocks=1, attn_resolutions=[], z_channels=3, double_z=False,
+              resolution=16, in_channels=3, out_ch=3, dropout=0.0, n_embed=16, embed_dim=3)
+IMAGE_SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def generator_files(tmp_path_factory) -> dict:
+    """A tiny random UNet (released checkpoint layout), a tiny decoder and 5 uniform contexts."""
+    root = tmp_path_factory.mktemp("generator")
+    torch.manual_seed(0)
+    unet = UNet(**UNET)
+    for p in unet.parameters():  # the zero-initialised layers would make every sample the same
+        p.data.add_(0.02 * torch.randn_like(p))
+    schedule = DiffusionSchedule.create(50, "linear")
+    save_state(root / "ema.ckpt", ddpm_checkpoint_state(unet, schedule))
+    save_state(root / "decoder.pt", VQDecoder(VQ).state_dict())
+    settings = ContextSettings(kind="synthetic_uniform", count=5, seed=3, dim=512)
+    write_contexts(root / "contexts.npz", uniform_contexts(5, 512, 3), settings, "test")
+    return {"generator": root / "ema.ckpt", "decoder": root / "decoder.pt", "contexts": root / "contexts.npz"}
+
+
+def settings(shards: int, method: str = "ddim", steps: int | None = 4) -> SamplingSettings:
+    return SamplingSettings(sampler=SamplerSettings(method=method, steps=steps, eta=0.5, guidance_scale=None,
+                                                    batch_size=4),
+                            images_per_identity=2, identities=5, seed=7, shards=shards)
+
+
+def run_shards(files: dict, root: Path, sampling: SamplingSettings) -> dict[str, bytes]:
+    """Run every shard into `root`; return {identity/j.png: file bytes} over all shards."""
+    images = {}
+    for shard in range(sampling.shards):
+        out = root / f"shard{shard}"
+        sample_shard(files["generator"], UNET, files["decoder"], VQ, files["contexts"], out, root / f"shard{shard}.csv",
+                     root / "state" / f"shard{shard}", sampling, image_size=IMAGE_SIZE, shard=shard, device="cpu")
+        images.update({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")})
+    return images
+
+
+def test_units_partition_identities_whatever_the_shard_count():
+    assert [list(u) for u in identity_units(5, 2, 4)] == [[0, 1], [2, 3], [4]]
+    for shards in (1, 2, 3):
+        s = settings(shards)
+        covered = sorted(i for k in range(shards) for u in shard_units(5, s, k) for i in u)
+        assert covered == list(range(5))
+
+
+def test_same_config_twice_gives_identical_files(generator_files, tmp_path):
+    first = run_shards(generator_files, tmp_path / "a", settings(1))
+    second = run_shards(generator_files, tmp_path / "b", settings(1))
+    assert len(first) == 10 and first == second
+
+
+def test_one_shard_and_three_shards_give_identical_images(generator_files, tmp_path):
+    one = run_shards(generator_files, tmp_path / "one", settings(1))
+    three = run_shards(generator_files, tmp_path / "three", settings(3))
+    assert one == three
+    identities = {name.split("/")[0] for name in one}
+    assert identities == set(context_ids(5))
+    # images differ between identities and between images of one identity
+    assert len(set(one.values())) == len(one)
+
+
+def test_killed_shard_resumes_without_duplicates(generator_files, tmp_path, monkeypatch):
+    import idiff_core.sampling as sampling_module
+
+    reference = run_shards(generator_files, tmp_path / "ref", settings(1))
+    calls = {"n": 0}
+    real_write = sampling_module._write_identity
+
+    def dying_write(folder, images):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("killed")
+        real_write(folder, images)
+
+    monkeypatch.setattr(sampling_module, "_write_identity", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        run_shards(generator_files, tmp_path / "resumed", settings(1))
+    done = [p.name for p in (tmp_path / "resumed" / "state" / "shard0").glob("*/*") if p.is_dir()]
+    assert sorted(done) == ["00000", "00001"]
+
+    monkeypatch.setattr(sampling_module, "_write_identity", real_write)
+    resumed = run_shards(generator_files, tmp_path / "resumed", settings(1))
+    assert resumed == reference
+    rows = list(csv.DictReader(open(tmp_path / "resumed" / "shard0.csv")))
+    assert len(rows) == 10 and len({(r["identity"], r["image"]) for r in rows}) == 10
+
+
+def test_ancestral_ddpm_sampling_runs(generator_files, tmp_path):
+    images = run_shards(generator_files, tmp_path, settings(2, method="ddpm", steps=None))
+    assert len(images) == 10
+
+
+def test_too_few_contexts_is_a_clear_error(generator_files, tmp_path):
+    too_many = SamplingSettings(sampler=settings(1).sampler, images_per_identity=2, identities=6, seed=0, shards=1)
+    with pytest.raises(ValueError, match="holds 5 contexts but 6 identities"):
+        sample_shard(generator_files["generator"], UNET, generator_files["decoder"], VQ, generator_files["contexts"],
+                     tmp_path / "o", tmp_path / "o.csv", tmp_path / "s", too_many, image_size=IMAGE_SIZE, shard=0,
+                     device="cpu")
+
+
+def test_uniform_contexts_are_seeded_unit_vectors():
+    a, b, c = uniform_contexts(100, 512, 0), uniform_contexts(100, 512, 0), uniform_contexts(100, 512, 1)
+    assert a.dtype == np.float32 and a.shape == (100, 512)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # roughly isotropic: mean vector near zero, pairwise cosines near zero
+    assert np.abs(a.mean(axis=0)).max() < 0.05 and np.abs((a @ a.T)[np.triu_indices(100, 1)]).mean() < 0.06
+
+
+def test_real_contexts_are_a_seeded_subset(tmp_path):
+    matrix = np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32)
+    save_matrix(tmp_path / "e.npz", [f"img{i}" for i in range(20)], matrix)
+    names, chosen = real_contexts(tmp_path / "e.npz", 5, seed=1)
+    assert len(set(names)) == 5 and real_contexts(tmp_path / "e.npz", 5, seed=1)[0] == names
+    rows = [int(n[3:]) for n in names]
+    np.testing.assert_allclose(chosen, matrix[rows] / np.linalg.norm(matrix[rows], axis=1, keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="holds only 20"):
+        real_contexts(tmp_path / "e.npz", 21, seed=1)
+
+
+def test_context_file_records_seed_and_source(tmp_path):
+    settings_ = ContextSettings(kind="synthetic_uniform", count=3, seed=5, dim=512)
+    write_contexts(tmp_path / "c.npz", uniform_contexts(3, 512, 5), settings_, "N(0, I)")
+    ids, matrix, meta = load_matrix(tmp_path / "c.npz")
+    assert ids == ["00000", "00001", "00002"] and matrix.shape == (3, 512)
+    assert meta["seed"] == 5 and meta["kind"] == "synthetic_uniform" and meta["source"] == "N(0, I)"
