@@ -16,6 +16,17 @@ validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    generator=names_regex(config["generators"]),
+    contexts=names_regex(config["contexts"]),
+    dataset=names_regex(config["datasets"]),
+    experiment=names_regex(EXPERIMENTS),
+    model=names_regex(list(EXPERIMENTS) + REFERENCE_MODELS),
+    shard=r"\d+",
+
+
 include: "rules/data.smk"
 include: "rules/embedder.smk"
 include: "rules/autoencoder.smk"

@@ -103,8 +103,8 @@ def assemble_dataset(aligned_dirs: list[str | os.PathLike], manifests: list[str 
     if len(usable) < width:
         rate = len(usable) / len(order) if order else 0.0
         needed = math.ceil(width / rate) if rate > 0 else None
-        advice = (f"sample at least {needed} identities ({needed / width:.3f} x {width}, i.e. raise "
-                  f"sampling.oversample to at least {needed / width - 1:.3f} if it is the extra fraction)"
+        advice = (f"sample at least {needed} identities: raise the dataset's `oversample` (extra identities "
+                  f"sampled beyond `identities`) to at least {needed - width}"
                   if needed else "no identity has enough usable images: check the alignment manifests")
         raise ValueError(f"found {len(usable)} of {width} identities with >= {depth} usable images "
                          f"(among {len(order)} sampled, usable fraction {rate:.3f}); {advice}")

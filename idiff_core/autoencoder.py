@@ -49,6 +49,7 @@ class AutoencoderTrainSettings:
     model: VQConfig
     steps: int
     batch_size: int
+    crop_size: int
     lr: float
     lr_final: float
     adam_betas: list[float]
@@ -66,6 +67,9 @@ class AutoencoderTrainSettings:
             self.model = settings_from_dict(VQConfig, self.model, "autoencoder model")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("autoencoder training needs steps, batch_size and checkpoint_every >= 1")
+        if self.crop_size < 1 or self.crop_size % self.model.downsampling:
+            raise ValueError(f"autoencoder crop_size must be a positive multiple of the downsampling factor "
+                             f"{self.model.downsampling}, got {self.crop_size}")
         if len(self.adam_betas) != 2:
             raise ValueError(f"adam_betas must be two numbers, got {self.adam_betas}")
 
@@ -250,6 +254,14 @@ def _load_image_folder(image_dir: str | os.PathLike, side_multiple: int) -> tupl
     return names, torch.from_numpy(np.stack(arrays))
 
 
+def _random_crops(images: torch.Tensor, size: int) -> torch.Tensor:
+    """One size x size window per uint8 NHWC image, at a position drawn from the global torch generator."""
+    n, height, width = images.shape[:3]
+    tops = torch.randint(height - size + 1, (n,)).tolist()
+    lefts = torch.randint(width - size + 1, (n,)).tolist()
+    return torch.stack([image[t:t + size, l:l + size] for image, t, l in zip(images, tops, lefts)])
+
+
 def _lr_at(settings: AutoencoderTrainSettings, step: int) -> float:
     """Cosine decay from `lr` to `lr_final` over the run."""
     progress_frac = (step - 1) / max(1, settings.steps - 1)
@@ -284,6 +296,8 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
                       device: str) -> dict[str, float]:
     """Train a VQ autoencoder on a folder of faces; write it as a Lightning-layout checkpoint.
 
+    Each step trains on a random `crop_size` window of every batch image (the network is convolutional,
+    so it then encodes and decodes whole images; small crops make a step several times cheaper).
     Loss: weighted L1 + MSE reconstruction, codebook and commitment terms (no perceptual/GAN terms,
     which would need downloads). The codebook is seeded from the first batch's latents, and codes
     unused for `dead_code_reinit_every` steps are re-seeded from the current batch's latents. Resumes from `state_dir` after a kill, bit-identically on CPU. Returns the
@@ -293,6 +307,9 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
     dev = resolve_device(device)
     cfg = settings.model
     names, images = _load_image_folder(image_dir, cfg.downsampling)
+    if settings.crop_size > min(images.shape[1:3]):
+        raise ValueError(f"autoencoder crop_size {settings.crop_size} exceeds the {images.shape[1]}x{images.shape[2]} "
+                         f"images of {image_dir}; use at most the image side (which means no crop)")
     if len(images) <= settings.holdout_images:
         raise ValueError(f"{image_dir} has {len(images)} images; need more than holdout_images={settings.holdout_images}")
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(derive_seed(settings.seed, "ae-holdout")))
@@ -324,7 +341,7 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
         step += 1
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(settings, step)
-        batch = train[torch.randint(len(train), (settings.batch_size,))]
+        batch = _random_crops(train[torch.randint(len(train), (settings.batch_size,))], settings.crop_size)
         flip = torch.rand(settings.batch_size) < 0.5
         batch[flip] = batch[flip].flip(2)
         x = _to_model_range(batch).to(dev)

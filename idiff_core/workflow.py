@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 import time
+import traceback
 from typing import Any, Callable, Iterator, TextIO
 
 from .runtime import resolve_device, set_threads
@@ -47,6 +48,9 @@ def tee_output(log_path: str | None) -> Iterator[None]:
         sys.stdout, sys.stderr = _Tee(log, saved[0]), _Tee(log, saved[1])
         try:
             yield
+        except BaseException:
+            traceback.print_exc()  # into the log too, where the rule's error message points
+            raise
         finally:
             sys.stdout, sys.stderr = saved
 

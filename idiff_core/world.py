@@ -2,7 +2,7 @@
 
 It stands in for FFHQ, a labelled training set and LFW when nothing may be downloaded. An identity is
 a vector of stable face parameters (shape, skin, eyes, brows, nose, mouth, hair, ears, marks); each
-image adds nuisance (pose, scale, shift, expression, lighting, background, blur, noise). Faces are
+image adds nuisance (pose, scale, shift, expression, hairdo, lighting, background, blur, noise). Faces are
 shaded from a height field so that MTCNN detects them, and every identity and image is drawn from
 its own seed (`derive_seed(seed, set, identity[, image])`), so any one of them can be rendered alone.
 """
@@ -61,7 +61,7 @@ class WorldSettings:
 # Identity parameters, each uniform in [low, high]; face units: half the nominal inter-ocular distance.
 IDENTITY_RANGES: dict[str, tuple[float, float]] = {
     "face_width": (1.85, 2.35), "face_length": (3.0, 3.5), "jaw_taper": (0.1, 0.55), "chin_drop": (-0.15, 0.2),
-    "cheek_fullness": (0.0, 0.35), "skin_tone": (0.0, 0.85), "skin_warmth": (-1.0, 1.0), "blush": (0.0, 1.0),
+    "cheek_fullness": (0.0, 0.35), "skin_tone": (0.0, 0.6), "skin_warmth": (-1.0, 1.0), "blush": (0.0, 1.0),
     "eye_spacing": (0.96, 1.04), "eye_width": (0.4, 0.56), "eye_open": (0.75, 1.3), "eye_tilt": (-0.12, 0.15),
     "eye_height": (-0.1, 0.1), "iris_size": (0.16, 0.23), "iris_hue": (0.0, 1.0), "iris_dark": (0.0, 1.0),
     "brow_height": (-0.72, -0.48), "brow_arch": (0.0, 0.22), "brow_thick": (0.07, 0.18), "brow_length": (0.85, 1.25),
@@ -99,21 +99,21 @@ def sample_nuisance(seed: int, kind: str, index: int, image: int, strength: floa
     azimuth = rng.uniform(-math.pi, math.pi)
     light = np.array([math.cos(elevation) * math.cos(azimuth) * min(1.0, s),
                       math.cos(elevation) * math.sin(azimuth) * min(1.0, s), 1.0])
-    falloff = rng.uniform(0.0, 1.2) * s  # light fading across the scene, in the light's direction
+    falloff = rng.uniform(0.0, 0.5) * s  # light fading across the scene, in the light's direction
     return {
-        "roll": rng.normal(0.0, 0.05 * s), "yaw": rng.uniform(-0.12, 0.12) * s, "pitch": rng.uniform(-0.05, 0.05) * s,
+        "roll": rng.normal(0.0, 0.05 * s), "yaw": rng.uniform(-0.1, 0.1) * s, "pitch": rng.uniform(-0.05, 0.05) * s,
         "scale": math.exp(rng.uniform(-0.04, 0.12) * s), "shift_x": rng.uniform(-0.04, 0.04) * s,
         "shift_y": rng.uniform(-0.04, 0.04) * s, "gaze": rng.uniform(-0.08, 0.08) * s,
         "smile": rng.uniform(0.0, 1.0) ** 2 * s, "mouth_open": max(0.0, rng.uniform(-0.6, 1.0)) * s,
         "brow_raise": rng.uniform(-0.3, 1.0) * s, "squint": max(0.0, rng.uniform(-0.4, 0.6)) * s,
-        "light": light / np.linalg.norm(light), "ambient": 1.0 - (1.0 - rng.uniform(0.25, 0.55)) * min(1.0, s),
+        "light": light / np.linalg.norm(light), "ambient": 1.0 - (1.0 - rng.uniform(0.5, 0.75)) * min(1.0, s),
         "falloff": falloff * np.array([math.cos(azimuth), math.sin(azimuth)]),
         "intensity": math.exp(rng.uniform(-0.5, 0.35) * s),
-        "tint": np.exp(rng.normal(0.0, 0.12 * s, 3)), "background": _muted(rng),
-        "bg_texture": rng.uniform(0.0, 0.4) * s, "bg_angle": rng.uniform(0, 2 * math.pi),
+        "tint": np.exp(rng.normal(0.0, 0.06 * s, 3)), "background": _muted(rng),
+        "bg_texture": rng.uniform(0.1, 0.8) * s, "bg_angle": rng.uniform(0, 2 * math.pi),
         "bg_coarse": rng.uniform(-1.0, 1.0, (6, 6, 3)).astype(np.float32), "noise_offset": rng.integers(0, 2**16, 2),
-        "clothes": rng.uniform(0.05, 0.9, 3),
-        "blur": 0.3 + rng.uniform(0.0, 0.3) * s, "noise": (0.003 + rng.uniform(0.0, 0.012)) * s,
+        "clothes": rng.uniform(0.05, 0.9, 3), "hairdo": rng.normal(0.0, 1.0, 5) * np.array([0.4, 0.7, 0.5, 0.08, 0.9]) * s,
+        "blur": 0.2 + rng.uniform(0.0, 0.15) * s, "noise": (0.003 + rng.uniform(0.0, 0.008)) * s,
     }
 
 
@@ -218,6 +218,7 @@ def _geometry(ident: dict[str, float], nuis: dict, size: int) -> dict[str, float
 
 def render(ident: dict[str, float], nuis: dict, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw one face: (HxWx3 uint8 RGB image, 5x2 float32 landmarks in pixels, MTCNN order)."""
+    ident = _styled(ident, nuis["hairdo"])
     g = _geometry(ident, nuis, size)
     xs, ys = _pixel_grid(size)
     dx, dy = xs - np.float32(g["cx"]), ys - np.float32(g["cy"])
@@ -259,6 +260,18 @@ def render(ident: dict[str, float], nuis: dict, size: int) -> tuple[np.ndarray, 
     out += _noise_bank(size)[:, oy:oy + size, ox:ox + size] * np.float32(nuis["noise"])
     image = np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(image.transpose(1, 2, 0)), _landmarks(g)
+
+
+def _styled(ident: dict[str, float], hairdo: np.ndarray) -> dict[str, float]:
+    """The identity with today's hairdo: hairline, parting, fringe, volume and length change from photo
+    to photo, so raw pixels cannot match people by their hair while the landmarks stay untouched."""
+    line, parting, fringe, volume, length = (float(x) for x in hairdo)
+    has_hair = ident["hair_volume"] > 0
+    return {**ident, "hairline": ident["hairline"] + line,
+            "hair_volume": float(np.clip(ident["hair_volume"] + volume, 0.02, 0.5)) if has_hair else 0.0,
+            "hair_length": ident["hair_length"] + length if has_hair else ident["hair_length"],
+            "parting": float(np.clip(ident["parting"] + parting, -1.0, 1.0)),
+            "fringe": float(np.clip(ident["fringe"] + fringe, 0.0, 1.0)) if has_hair else 0.0}
 
 
 def _slopes(height: np.ndarray, px: float) -> tuple[np.ndarray, np.ndarray]:

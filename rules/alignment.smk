@@ -1,8 +1,6 @@
 # MTCNN alignment onto the ArcFace 112x112 template: every sample shard, the benchmark, and (face
 # world) the labelled real faces the reference FR model trains on.
 
-ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}
-
 
 rule align_shard:
     """Align one shard of samples (the failure policy is applied per image and recorded)."""
@@ -18,7 +16,7 @@ rule align_shard:
         "results/logs/align_shard/{dataset}/shard{shard}.log",
     benchmark:
         "results/benchmarks/align_shard/{dataset}/shard{shard}.tsv"
-    threads: workflow.cores
+    threads: 8
     conda:
         ENV
     script:
@@ -41,7 +39,7 @@ rule align_real:
         "results/logs/align_real/{imageset}.log",
     benchmark:
         "results/benchmarks/align_real/{imageset}.tsv"
-    threads: workflow.cores
+    threads: 8
     conda:
         ENV
     script:

@@ -4,8 +4,8 @@
 rule assemble_dataset:
     """Keep identities with enough aligned images (oversampled ones fill the gaps)."""
     input:
-        images=lambda w: expand("results/aligned/{{dataset}}/shard{shard}", shard=shards(w.dataset)),
-        manifests=lambda w: expand("results/aligned/{{dataset}}/shard{shard}.csv", shard=shards(w.dataset)),
+        images=lambda w: expand("results/aligned/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
+        manifests=lambda w: expand("results/aligned/{dataset}/shard{shard}.csv", dataset=w.dataset, shard=SHARDS),
     output:
         images=directory("results/datasets/{dataset}"),
         manifest="results/datasets/{dataset}.csv",

@@ -19,7 +19,7 @@ if config["autoencoder"]["source"] == "train":
             "results/logs/train_autoencoder.log",
         benchmark:
             "results/benchmarks/train_autoencoder.tsv"
-        threads: workflow.cores
+        threads: 8
         resources:
             gpu=1,
         conda:

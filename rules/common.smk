@@ -1,6 +1,5 @@
 # Shared helpers of the rules: config look-ups, canonical settings JSON, names of experiments.
 
-import json
 import re
 
 from idiff_core import __version__
@@ -12,10 +11,11 @@ EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
 # Models evaluated on the LFW(-like) benchmark: every experiment, plus, on the embedded face world,
 # an FR model trained on the world's real labelled faces and the stand-in embedder itself.
 REFERENCE_MODELS = ["real_reference", "embedder"] if WORLD else []
+SHARDS = range(config["sampling"]["shards"])
 
 
 def settings(**subtrees):
-    """Canonical JSON of exactly the config a rule reads: reruns follow the values, not the YAML order."""
+    """Canonical JSON of exactly the config a job reads: reruns follow the values, not the YAML order."""
     return canonical_json(subtrees)
 
 
@@ -26,10 +26,6 @@ def expensive(**subtrees):
 
 def names_regex(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
-
-
-def shards(dataset):
-    return range(config["sampling"]["shards"])
 
 
 def generator_settings(name):
@@ -48,10 +44,115 @@ def is_conditional(name):
     return generator_settings(name)["unet"]["is_context_conditional"]
 
 
-wildcard_constraints:
-    generator=names_regex(config["generators"]),
-    contexts=names_regex(config["contexts"]),
-    dataset=names_regex(config["datasets"]),
-    experiment=names_regex(EXPERIMENTS),
-    model=names_regex(list(EXPERIMENTS) + REFERENCE_MODELS),
-    shard=r"\d+",
+# ---- LDM training (rules/ldm.smk)
+
+TRAINED_GENERATORS = [g for g, v in config["generators"].items() if not v["pretrained"]]
+
+
+PUBLISHED_GENERATORS = [g for g, v in config["generators"].items() if v["pretrained"]]
+
+
+def ldm_training_inputs(w):
+    inputs = {"images": "results/data/ffhq",
+              "encoder": "results/autoencoder/first_stage_encoder_state_dict.pt",
+              "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt"}
+    if is_conditional(w.generator):
+        inputs["embeddings"] = "results/embeddings/ffhq.npz"
+    return inputs
+
+
+# ---- identity contexts (rules/contexts.smk)
+
+def context_inputs(w):
+    spec = config["contexts"][w.contexts]
+    if spec["kind"] == "two_stage":
+        return {"generator": f"results/ldm/{spec['generator']}/ema.ckpt",
+                "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt",
+                "backbone": "results/embedder/backbone.pt"}
+    if spec["kind"] == "real":
+        return {"embeddings": f"results/embeddings/{spec['source']}.npz"}
+    return {}
+
+
+def context_settings(name):
+    spec = config["contexts"][name]
+    subtrees = {"contexts": spec}
+    if spec["kind"] == "two_stage":
+        subtrees.update(generator=generator_settings(spec["generator"])["unet"],
+                        autoencoder=config["autoencoder"]["model"], embedder=config["embedder"]["model"],
+                        sampler=config["sampling"]["sampler"], image_size=image_size())
+    return settings(**subtrees)
+
+
+# ---- sampling (rules/sampling.smk)
+
+def sampling_settings(dataset):
+    ds = config["datasets"][dataset]
+    return settings(sampling=config["sampling"],
+                    unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
+                    image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
+
+
+# ---- face-recognition training (rules/recognition.smk)
+
+def fr_backbone(model):
+    """The iresnet of an FR model: the experiment's backbone, else the shared one."""
+    spec = dict(config["fr"]["model"])
+    if model in EXPERIMENTS and EXPERIMENTS[model]["backbone"] is not None:
+        spec["arch"] = EXPERIMENTS[model]["backbone"]
+    return spec
+
+
+def fr_settings(model):
+    """FR training config of a model: the shared settings with the experiment's choices."""
+    train = {**config["fr"]["train"], **fr_backbone(model)}
+    if model in EXPERIMENTS:
+        exp = EXPERIMENTS[model]
+        train.update(width=exp["width"], depth=exp["depth"], randaugment=exp["augmentation"] == "randaugment")
+    return expensive(fr=train)
+
+
+def fr_training_images(w):
+    if w.model == "real_reference":
+        return "results/aligned/real/labelled"
+    return f"results/datasets/{EXPERIMENTS[w.model]['dataset']}"
+
+
+# ---- evaluation (rules/evaluation.smk)
+
+def evaluated_model(model):
+    """Backbone, its architecture, and which LFW images it sees (FR models: aligned; embedder: whole)."""
+    if model == "embedder":
+        return {"backbone": "results/embedder/backbone.pt", "model": config["embedder"]["model"],
+                "images": "results/data/lfw/images"}
+    return {"backbone": f"results/fr/{model}/backbone.pt", "images": "results/aligned/real/lfw",
+            "model": fr_backbone(model)}
+
+
+def experiment_row(model):
+    """The descriptive columns of a model's row in lfw.csv."""
+    if model in EXPERIMENTS:
+        exp = EXPERIMENTS[model]
+        ds = config["datasets"][exp["dataset"]]
+        gen = config["generators"][ds["generator"]]
+        return {"experiment": model, "generator": ds["generator"],
+                "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
+                "cpd": gen["unet"].get("context_dropout_probability",
+                                       config["ldm"]["unet"]["context_dropout_probability"]),
+                "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
+                "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
+                "backbone": str(fr_backbone(model)["arch"])}
+    source = "face-world labelled images" if model == "real_reference" else "stand-in embedder"
+    return {"experiment": model, "generator": "", "condition": "", "cpd": "", "contexts": source,
+            "identities": "", "images_per_identity": "", "augmentation": "",
+            "backbone": str(evaluated_model(model)["model"]["arch"])}
+
+
+# ---- embeddings (rules/embedder.smk)
+
+EMBEDDED_IMAGES = {"ffhq": "results/data/ffhq", "lfw": "results/data/lfw/images"}
+
+
+# ---- alignment (rules/alignment.smk)
+
+ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}

@@ -20,7 +20,7 @@ if WORLD:
             "results/logs/render_world/{world_set}.log",
         benchmark:
             "results/benchmarks/render_world/{world_set}.tsv"
-        threads: workflow.cores
+        threads: 8
         conda:
             ENV
         script:
@@ -38,7 +38,7 @@ if WORLD:
             "results/logs/render_world/lfw.log",
         benchmark:
             "results/benchmarks/render_world/lfw.tsv"
-        threads: workflow.cores
+        threads: 8
         conda:
             ENV
         script:

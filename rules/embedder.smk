@@ -2,8 +2,6 @@
 # at the embedded default a small iresnet trained here on the face world's labelled faces.
 # Either way it ends up at results/embedder/backbone.pt, and extraction runs unchanged.
 
-EMBEDDED_IMAGES = {"ffhq": "results/data/ffhq", "lfw": "results/data/lfw/images"}
-
 
 if config["embedder"]["source"] == "train":
 
@@ -22,7 +20,7 @@ if config["embedder"]["source"] == "train":
             "results/logs/train_embedder.log",
         benchmark:
             "results/benchmarks/train_embedder.tsv"
-        threads: workflow.cores
+        threads: 8
         resources:
             gpu=1,
         conda:
@@ -66,7 +64,7 @@ rule extract_embeddings:
         "results/logs/extract_embeddings/{imageset}.log",
     benchmark:
         "results/benchmarks/extract_embeddings/{imageset}.tsv"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
     conda:

@@ -2,34 +2,6 @@
 # identity separability and leakage of every synthetic dataset.
 
 
-def evaluated_model(model):
-    """Backbone, its architecture, and which LFW images it sees (FR models: aligned; embedder: whole)."""
-    if model == "embedder":
-        return {"backbone": "results/embedder/backbone.pt", "model": config["embedder"]["model"],
-                "images": "results/data/lfw/images"}
-    return {"backbone": f"results/fr/{model}/backbone.pt", "images": "results/aligned/real/lfw",
-            "model": fr_backbone(model)}
-
-
-def experiment_row(model):
-    """The descriptive columns of a model's row in lfw.csv."""
-    if model in EXPERIMENTS:
-        exp = EXPERIMENTS[model]
-        ds = config["datasets"][exp["dataset"]]
-        gen = config["generators"][ds["generator"]]
-        return {"experiment": model, "generator": ds["generator"],
-                "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
-                "cpd": gen["unet"].get("context_dropout_probability",
-                                       config["ldm"]["unet"]["context_dropout_probability"]),
-                "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
-                "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
-                "backbone": str(fr_backbone(model)["arch"])}
-    source = "face-world labelled images" if model == "real_reference" else "stand-in embedder"
-    return {"experiment": model, "generator": "", "condition": "", "cpd": "", "contexts": source,
-            "identities": "", "images_per_identity": "", "augmentation": "",
-            "backbone": str(evaluated_model(model)["model"]["arch"])}
-
-
 rule eval_lfw:
     """The insightface 10-fold protocol on the LFW(-like) pairs for one model (one CSV row)."""
     input:
@@ -47,7 +19,7 @@ rule eval_lfw:
         "results/logs/eval_lfw/{model}.log",
     benchmark:
         "results/benchmarks/eval_lfw/{model}.tsv"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
     conda:
@@ -76,7 +48,7 @@ rule lfw_table:
 rule embed_samples:
     """Embed every raw sample of a synthetic dataset with the identity embedder (the contexts' space)."""
     input:
-        shards=lambda w: expand("results/samples/{{dataset}}/shard{shard}", shard=shards(w.dataset)),
+        shards=lambda w: expand("results/samples/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
         backbone="results/embedder/backbone.pt",
     output:
         embeddings="results/embeddings/samples/{dataset}.npz",
@@ -88,7 +60,7 @@ rule embed_samples:
         "results/logs/embed_samples/{dataset}.log",
     benchmark:
         "results/benchmarks/embed_samples/{dataset}.tsv"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
     conda:

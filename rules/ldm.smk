@@ -1,18 +1,6 @@
 # The identity-conditioned latent diffusion models (and the unconditional one for two-stage
 # contexts): trained here, or a published IDiff-Face EMA checkpoint imported for sampling.
 
-TRAINED_GENERATORS = [g for g, v in config["generators"].items() if not v["pretrained"]]
-PUBLISHED_GENERATORS = [g for g, v in config["generators"].items() if v["pretrained"]]
-
-
-def ldm_training_inputs(w):
-    inputs = {"images": "results/data/ffhq",
-              "encoder": "results/autoencoder/first_stage_encoder_state_dict.pt",
-              "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt"}
-    if is_conditional(w.generator):
-        inputs["embeddings"] = "results/embeddings/ffhq.npz"
-    return inputs
-
 
 rule train_ldm:
     """Train one generator on the training latents (EMA weights are what sampling uses)."""
@@ -32,7 +20,7 @@ rule train_ldm:
         "results/logs/train_ldm/{generator}.log",
     benchmark:
         "results/benchmarks/train_ldm/{generator}.tsv"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
     conda:

@@ -1,13 +1,6 @@
 # Sampling: one job per shard; shards partition the identities, never change the images.
 
 
-def sampling_settings(dataset):
-    ds = config["datasets"][dataset]
-    return settings(sampling=config["sampling"],
-                    unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
-                    image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
-
-
 rule sample_shard:
     """Sample images_per_identity images for every identity of one shard (one PNG per image)."""
     input:
@@ -25,7 +18,7 @@ rule sample_shard:
         "results/logs/sample_shard/{dataset}/shard{shard}.log",
     benchmark:
         "results/benchmarks/sample_shard/{dataset}/shard{shard}.tsv"
-    threads: workflow.cores
+    threads: 8
     resources:
         gpu=1,
     conda:

@@ -74,7 +74,7 @@ def test_too_few_identities_says_how_much_to_oversample(tmp_path, shards):
     with pytest.raises(ValueError, match=r"found 4 of 5 identities with >= 2 usable images \(among 5 sampled") as err:
         assemble_dataset([s for s, _ in shards], [m for _, m in shards], tmp_path / "d", tmp_path / "i.csv",
                          tmp_path / "s.json", identities=5, images_per_identity=2)
-    assert "sample at least 7 identities" in str(err.value) and "sampling.oversample" in str(err.value)
+    assert "sample at least 7 identities" in str(err.value) and "`oversample`" in str(err.value) and "at least 2" in str(err.value)
     assert not (tmp_path / "d").exists()
 
 

@@ -21,15 +21,6 @@ TINY = dict(input_channels=3, initial_channels=32, channel_multipliers=[1], is_a
             is_context_conditional=True, context_dropout_probability=0.25)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is fastest, and it stays fast on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _schedule_from_fixture(ref: dict) -> DiffusionSchedule:
     p = ref["params"]
     return DiffusionSchedule.create(p["T"], p["schedule_type"], k=p["schedule_k"],

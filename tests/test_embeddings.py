@@ -18,15 +18,6 @@ from idiff_core.settings import settings_from_dict
 TINY = {"arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "batch_size": 2, "flip_sum": False}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run faster (and steadier on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)

@@ -28,16 +28,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run faster (and steadier on a busy machine) on one thread; train_fr sets the
-    process-wide count, so the next test gets back the count it had."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_face_folder(root: Path, identities: int, images: int, size: int = 32) -> Path:
     """An ImageFolder of coloured shapes: one colour and blob position per identity, noisy per image."""
     rng = np.random.default_rng(0)

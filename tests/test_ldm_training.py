@@ -40,15 +40,6 @@ def settings(unet: dict | None = None, **training) -> ldm.LdmSettings:
                              "training": {**TRAINING, **training}})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is fastest (and immune to a busy machine); restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     """Tiny faces-like images, their embeddings and a random tiny VQ encoder/decoder pair."""

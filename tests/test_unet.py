@@ -32,15 +32,6 @@ TINY = dict(input_channels=3, initial_channels=32, channel_multipliers=[1, 2], i
             is_context_conditional=True, context_dropout_probability=0.25)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is fastest, and it stays fast on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _manifest(unet: torch.nn.Module) -> list[list[str]]:
     return [[key, str(tuple(value.shape)), str(value.dtype).removeprefix("torch.")]
             for key, value in unet.state_dict().items()]

@@ -100,8 +100,6 @@ def test_pairs_follow_lfw_format(tmp_path, settings):
         write_pairs(tmp_path / "lfw", tmp_path / "big.txt", pairs_per_fold=50, seed=3)
 
 
-@pytest.mark.xfail(reason="bar not yet met: the world measures ~88-92 % (brief asks >= 95 %); tuning open",
-                   strict=False)
 def test_mtcnn_finds_faces_at_the_true_landmarks():
     """>= 95 % of faces detected with all five landmarks within 0.15 inter-ocular distances."""
     torch = pytest.importorskip("torch")
@@ -125,3 +123,22 @@ def test_mtcnn_finds_faces_at_the_true_landmarks():
             iod = np.linalg.norm(true[1] - true[0])
             good += np.linalg.norm(chosen - true, axis=1).max() <= 0.15 * iod
     assert good / len(images) >= 0.95, f"only {good}/{len(images)} faces found at their landmarks"
+
+
+def test_raw_pixel_baseline_is_at_most_lfw_level(tmp_path):
+    """Identity survives nuisance but not trivially: aligned grayscale pixels score <= 70 % (as on LFW)."""
+    from idiff_core.alignment import AlignSettings, align_images, make_detector
+    from idiff_core.evaluation.lfw import pair_images
+    from idiff_core.evaluation.verification import verification_metrics
+
+    settings = WorldSettings(**{**TINY, "lfw_identities": 200, "lfw_images_per_identity": 3, "lfw_pairs_per_fold": 30})
+    render_set(tmp_path / "lfw", "lfw", settings)
+    write_pairs(tmp_path / "lfw", tmp_path / "pairs.txt", settings.lfw_pairs_per_fold, settings.seed)
+    paths, first, second, issame = pair_images(tmp_path / "lfw", tmp_path / "pairs.txt")
+    align = AlignSettings(min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709, batch_size=64,
+                          on_failure="resize")
+    aligned = align_images([read_rgb(p) for p in paths], align, make_detector(align))
+    gray = np.stack([r.image.astype(np.float64).mean(axis=2).ravel() for r in aligned])
+    gray /= np.linalg.norm(gray, axis=1, keepdims=True)
+    accuracy = verification_metrics(gray[first], gray[second], issame)["accuracy_mean"]
+    assert issame.size == 600 and 0.5 < accuracy <= 0.70, accuracy

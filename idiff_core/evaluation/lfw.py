@@ -21,6 +21,11 @@ from .tables import write_table
 from .verification import verification_metrics
 
 
+# The descriptive columns of a result row, in the order the table shows them.
+ROW_COLUMNS = ("experiment", "generator", "condition", "cpd", "contexts", "identities", "images_per_identity",
+               "augmentation", "backbone")
+
+
 @dataclass(frozen=True)
 class VerificationSettings:
     n_folds: int
@@ -63,7 +68,8 @@ def evaluate_lfw(backbone_path: str | os.PathLike, backbone: BackboneSpec, image
     embeddings = embed_images(model.to(device), images, settings.batch_size, device, settings.flip_sum)
     metrics = verification_metrics(embeddings[first], embeddings[second], issame, settings.n_folds,
                                    settings.far_target)
-    result = {**row, **{k: float(metrics[k]) for k in ("accuracy_mean", "accuracy_std", "val_mean", "val_std",
+    ordered = {key: row[key] for key in ROW_COLUMNS if key in row}
+    result = {**ordered, **row, **{k: float(metrics[k]) for k in ("accuracy_mean", "accuracy_std", "val_mean", "val_std",
                                                          "far_mean", "eer")}, "pairs": int(issame.size)}
     write_table(pd.DataFrame([result]), out_row_csv)
     with atomic_path(out_scores_npz) as tmp, open(tmp, "wb") as fh:
