@@ -77,6 +77,9 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"datasets.{name}.generator '{ds['generator']}' is unconditional; use a conditional one")
         if ds["contexts"] not in contexts:
             problems.append(f"datasets.{name}.contexts '{ds['contexts']}' is not defined under 'contexts'")
+        elif contexts[ds["contexts"]]["count"] < ds["identities"] + ds["oversample"]:
+            problems.append(f"datasets.{name} samples {ds['identities'] + ds['oversample']} identities (identities + "
+                            f"oversample) but contexts.{ds['contexts']}.count is {contexts[ds['contexts']]['count']}")
     seen = set()
     for i, exp in enumerate(config["experiments"]):
         if exp["name"] in seen:

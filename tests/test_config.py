@@ -85,6 +85,12 @@ def test_dangling_references_are_reported():
     assert "experiments[0].dataset 'nope'" in message and "contexts 'missing'" in message
 
 
+def test_dataset_needing_more_contexts_than_exist_is_refused():
+    config = default_config()
+    config["contexts"]["uniform"]["count"] = 3
+    assert "contexts.uniform.count is 3" in problems_of(config)
+
+
 def test_experiment_larger_than_its_dataset_is_refused():
     config = default_config()
     config["experiments"][0]["depth"] = 999
