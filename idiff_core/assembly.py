@@ -12,10 +12,10 @@ import json
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 
 from idiff_core.alignment import WRITTEN, output_name, read_manifest
+from idiff_core.data.download import link_or_copy as hard_link_or_copy
 from idiff_core.io import IMAGE_EXTENSIONS, atomic_path
 
 STATUS_COLUMN = {"aligned": "detected", "resized": "resized", "dropped": "dropped", "unreadable": "unreadable"}
@@ -30,11 +30,7 @@ def natural_key(name: str) -> list:
 def link_or_copy(src: Path, dst: Path) -> None:
     """Place `src` at `dst` atomically: a hard link when both are on one file system, else a copy."""
     with atomic_path(dst) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
+        hard_link_or_copy(src, tmp)
 
 
 def _collect(aligned_dirs: list, manifests: list) -> dict[str, dict]:

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 import torch
 
+from .assembly import link_or_copy
 from .autoencoder import load_decoder
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
 from .io import atomic_path, load_matrix, write_png
@@ -80,15 +81,6 @@ def _write_identity(folder: Path, images) -> None:
     os.replace(tmp, folder)
 
 
-def _publish(src: Path, dst: Path) -> None:
-    """Hard-link a finished file into the declared output (copy across file systems)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
 def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, Any], decoder_path: str | os.PathLike,
                  vq_config: VQConfig, contexts_npz: str | os.PathLike, out_dir: str | os.PathLike,
                  manifest_csv: str | os.PathLike, state_dir: str | os.PathLike, settings: SamplingSettings, *,
@@ -132,6 +124,6 @@ def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, An
         writer.writerow(["identity", "image", "seed", "path"])
         for i in mine:
             for j in range(per_image):
-                _publish(work / ids[i] / f"{j}.png", out / ids[i] / f"{j}.png")
+                link_or_copy(work / ids[i] / f"{j}.png", out / ids[i] / f"{j}.png")
                 writer.writerow([ids[i], j, image_seed(settings.seed, ids[i], j), f"{ids[i]}/{j}.png"])
     out.mkdir(parents=True, exist_ok=True)
