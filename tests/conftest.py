@@ -7,6 +7,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from refdata import faces_dir, reference_dir, require  # noqa: E402
+from smk import snakemake  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -25,3 +26,12 @@ def ref() -> Path:
 def faces() -> Path:
     """The real labelled faces folder (skips the test when it is absent)."""
     return require(faces_dir())
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One full run of the workflow on the smoke config, shared by every test that inspects its results."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir

@@ -10,8 +10,9 @@ and dropout from the global RNG that is checkpointed.
 Validation shares no identity with the test benchmarks: the LAST `val_identities` identity folders
 (in sorted order) are held out; training identities are the first `width` of the rest. Pairs are all
 genuine pairs plus as many seeded random impostor pairs, scored by the insightface 10-fold protocol
-on flip-sum embeddings. Multi-GPU: rank and world size come from the torchrun environment
-(RANK, WORLD_SIZE, LOCAL_RANK); each rank takes its slice of every global batch.
+on flip-sum embeddings. Multi-GPU (`idiff_core.distributed`): `batch_size` is per process, the
+global batch is batch_size x processes and the lr scales with it; each rank takes its slice of
+every global batch, and rank 0 alone validates, checkpoints and writes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..augment import RandAugmentSpec, augment_face
 from ..checkpoint import capture_rng, load_state, restore_rng, save_state
+from ..distributed import ProcessGroup, process_group
 from ..embeddings import INPUT_SIZE, embed_images, resize_pixels
 from ..io import atomic_path, list_images, read_rgb
 from ..models.heads import MarginHead
@@ -219,24 +221,6 @@ def validation_accuracy(backbone: nn.Module, val: ValidationSet, batch_size: int
 
 # ------------------------------------------------------------------------------------------- training
 
-@dataclass
-class ProcessGroup:
-    """This process's place among the training processes (torchrun's RANK / WORLD_SIZE / LOCAL_RANK)."""
-
-    rank: int
-    world_size: int
-    local_rank: int
-
-    @classmethod
-    def from_env(cls) -> "ProcessGroup":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
 def build_models(settings: FRTrainingSettings, num_classes: int) -> tuple[nn.Module, MarginHead]:
     """The backbone (final BN1d weight fixed at 1) and the margin head."""
     backbone = iresnet(settings.arch, num_features=settings.num_features, dropout=settings.dropout,
@@ -311,7 +295,8 @@ class FRRun:
         self.autocast = settings.mixed_precision and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast)
         self.fingerprint = {**{k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUMABLE_CHANGES},
-                            "identities": len(train_split.identities), "images": len(train_split.paths)}
+                            "identities": len(train_split.identities), "images": len(train_split.paths),
+                            "global_batch": global_batch}  # = batch_size x processes: the lr and batches follow it
         self.counters: dict[str, Any] = {
             "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -math.inf, "best_backbone": None,
             "epochs_without_gain": 0, "finished": False, "history": [],
@@ -398,14 +383,15 @@ def train_fr(train_dir: str | os.PathLike, out_backbone: str | os.PathLike, metr
         raise ValueError("lr_schedule 'plateau' needs validation accuracy: set val_identities > 0 or use 'step'")
     if settings.max_epochs < 1:
         raise ValueError(f"max_epochs must be >= 1, got {settings.max_epochs}")
-    group = ProcessGroup.from_env()
-    torch_device = resolve_device(device)
-    if group.world_size > 1:
-        if torch_device.type == "cuda":
-            torch_device = torch.device("cuda", group.local_rank)
-            torch.cuda.set_device(torch_device)
-        dist.init_process_group(backend="nccl" if torch_device.type == "cuda" else "gloo")
+    with process_group(device) as group:
+        _train_in_group(train_dir, out_backbone, metrics_csv, state_dir, settings, group, on_step)
 
+
+def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLike, metrics_csv: str | os.PathLike,
+                    state_dir: str | os.PathLike, settings: FRTrainingSettings, group: ProcessGroup,
+                    on_step: Callable[[int, int], None] | None) -> None:
+    """`train_fr`'s work as one process of `group` (all processes run it; rank 0 writes)."""
+    torch_device = group.device
     train_split, val_split = split_identities(train_dir, settings.width, settings.depth, settings.val_identities)
     randaugment = (RandAugmentSpec(settings.randaugment_num_ops, settings.randaugment_magnitude_bins,
                                    settings.randaugment_max_magnitude) if settings.randaugment else None)
@@ -470,9 +456,6 @@ def train_fr(train_dir: str | os.PathLike, out_backbone: str | os.PathLike, metr
         with atomic_path(out_backbone) as tmp:
             torch.save(counters["best_backbone"], tmp)
         _write_metrics(metrics_csv, counters["history"])
-    if group.world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def measure_fr_throughput(arch: str | list[int], batch_size: int, steps: int, device: str = "cpu", *,

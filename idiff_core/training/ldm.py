@@ -4,12 +4,13 @@ The VQ encoder is frozen, so every training image is encoded once (as itself and
 flip, which keeps the paper's random flip p=0.5 exact) into a latent cache in the state dir. Training
 then only touches the UNet: DDPM epsilon-MSE, Adam, cosine annealing with warm restarts stepped every
 iteration, an EMA copy, optional mixed precision, gradient accumulation and data parallelism
-(torch.distributed, one process per GPU, when WORLD_SIZE > 1).
+(`idiff_core.distributed`, one process per GPU): the global batch is split over the processes.
 
 Resume is exact: each step's batch (which images, which flips, which contexts are dropped) is a
 function of (seed, step) alone, and its diffusion noise and the model's dropout draws are seeded from
-(seed, step, process rank, micro-batch), so a run restarted from a checkpoint produces the same losses
-and weights as one that never stopped (bitwise on CPU; same process layout assumed for the noise).
+(seed, step, micro-batch position in the global batch), so a run restarted from a checkpoint produces
+the same losses and weights as one that never stopped (bitwise on CPU), and runs with the same
+micro-batch size draw the same noise however the global batch is split over processes.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from ..autoencoder import decode_latents, encode_images, load_decoder, load_enco
 from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
+from ..distributed import ProcessGroup, process_group
 from ..embeddings import file_sha256, image_names
 from ..io import atomic_path, list_images, load_matrix, read_rgb, write_png
 from ..models.unet import UNet
 from ..models.vq import VQConfig
 from ..progress import progress
-from ..runtime import derive_seed, resolve_device, set_threads
+from ..runtime import derive_seed, set_threads
 from ..settings import settings_from_dict
 from .ema import ema_decay, make_ema, update_ema
 
@@ -258,41 +260,6 @@ def batch_for_step(step: int, n_items: int, global_batch: int, seed: int, random
     flips = torch.rand(global_batch, generator=gen) < 0.5
     drops = torch.rand(global_batch, generator=gen) < drop_probability
     return indices, flips & random_flip, drops
-
-
-# ------------------------------------------------------------------------------------------------
-# processes (single, or one per GPU under torchrun)
-
-@dataclasses.dataclass(frozen=True)
-class _Processes:
-    rank: int
-    world: int
-    device: torch.device
-    owns_group: bool
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
-
-
-def _start_processes(device_spec: str) -> _Processes:
-    """Join the torch.distributed group that torchrun describes (WORLD_SIZE > 1), else run alone."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    device = resolve_device(device_spec)
-    if world == 1:
-        return _Processes(0, 1, device, False)
-    rank = int(os.environ["RANK"])
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-        torch.cuda.set_device(device)
-    owns = not dist.is_initialized()
-    if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Processes(rank, world, device, owns)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,23 +486,19 @@ def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | 
     seconds, latents/s of the steps run by this call, number of images.
     """
     set_threads(threads)
-    procs = _start_processes(device)
-    try:
+    with process_group(device) as procs:
         return _train(Path(image_dir), embeddings_npz, Path(encoder_path), Path(decoder_path), Path(out_dir),
                       Path(state_dir), settings, procs)
-    finally:
-        if procs.owns_group:
-            dist.destroy_process_group()
 
 
 def _micro_batches(step: int, latents: torch.Tensor, contexts: torch.Tensor | None, tr: LdmTrainingSettings,
-                   procs: _Processes) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
-                                               list[int]]:
+                   procs: ProcessGroup
+                   ) -> tuple[list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]], list[int]]:
     """This process's share of step `step`'s global batch, cut into `accumulation_steps` micro-batches
     of (latents, contexts, whole-context drop mask), and the seed of each micro-batch's noise."""
     indices, flips, drops = batch_for_step(step, len(latents), tr.global_batch_size, tr.seed, tr.random_flip,
                                            tr.context_drop_probability)
-    share = tr.global_batch_size // procs.world
+    share = tr.global_batch_size // procs.world_size
     micro = share // tr.accumulation_steps
     batches, seeds = [], []
     for m in range(tr.accumulation_steps):
@@ -545,14 +508,14 @@ def _micro_batches(step: int, latents: torch.Tensor, contexts: torch.Tensor | No
         context = None if contexts is None else contexts[idx]
         drop = drops[part].to(procs.device) if contexts is not None and tr.context_drop_probability > 0 else None
         batches.append((x0, context, drop))
-        seeds.append(derive_seed(tr.seed, "ldm-noise", step, procs.rank, m))
+        seeds.append(derive_seed(tr.seed, "ldm-noise", step, procs.rank * tr.accumulation_steps + m))
     return batches, seeds
 
 
 def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_path: Path, decoder_path: Path,
-           out_dir: Path, state_dir: Path, settings: LdmSettings, procs: _Processes) -> dict[str, Any]:
+           out_dir: Path, state_dir: Path, settings: LdmSettings, procs: ProcessGroup) -> dict[str, Any]:
     tr = settings.training
-    _check_settings(tr, procs.world)
+    _check_settings(tr, procs.world_size)
     conditional = bool(settings.unet["is_context_conditional"])
     if conditional and embeddings_npz is None:
         raise ValueError("the UNet is context-conditional (is_context_conditional: true) but no embeddings "
@@ -561,11 +524,11 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
         raise ValueError("embeddings were given but the UNet is unconditional (is_context_conditional: false)")
     state_dir.mkdir(parents=True, exist_ok=True)
     data = load_training_set(image_dir, embeddings_npz)
-    if procs.main:
+    if procs.is_main:
         latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
                                                tr.encode_batch_size, procs.device)
     procs.barrier()
-    if not procs.main:
+    if not procs.is_main:
         latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
                                                tr.encode_batch_size, procs.device)
     latents = latents.to(procs.device)
@@ -574,20 +537,21 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
     trainer = _Trainer(settings.unet, _make_schedule(settings.diffusion), learning_rate=tr.learning_rate,
                        lr_cycle_steps=tr.lr_cycle_steps, lr_cycle_mult=tr.lr_cycle_mult, ema_power=tr.ema_power,
                        ema_cap=tr.ema_cap, precision=tr.precision, init_seed=derive_seed(tr.seed, "ldm-init"),
-                       device=procs.device, world=procs.world)
+                       device=procs.device, world=procs.world_size)
     checkpoint = state_dir / CHECKPOINT_FILE
     fingerprint = _fingerprint(settings, data_key)
     start, seconds = _resume(trainer, state_dir, fingerprint)
     saved_step = start
-    log = _LossLog(state_dir / LOSS_FILE, start) if procs.main else None
+    log = _LossLog(state_dir / LOSS_FILE, start) if procs.is_main else None
     preview = None
-    if procs.main and tr.preview_every:
+    if procs.is_main and tr.preview_every:
         preview = _Preview(decoder_path, settings.autoencoder, contexts, tr.preview_count, latents.shape[2:],
                            tr.preview_sampling_steps, tr.seed, procs.device)
 
     n_items = len(data.names)
     loss, session_latents, session_seconds = float("nan"), 0, 0.0
-    bar = progress(total=tr.steps - start, desc=f"LDM steps {start}->{tr.steps}", unit="step") if procs.main else None
+    bar = (progress(total=tr.steps - start, desc=f"LDM steps {start}->{tr.steps}", unit="step")
+           if procs.is_main else None)
     try:
         for step in range(start, tr.steps):
             began = time.perf_counter()
@@ -602,7 +566,7 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
             rate = tr.global_batch_size / step_seconds
             session_latents, session_seconds = session_latents + tr.global_batch_size, session_seconds + step_seconds
             done = step + 1
-            if procs.main:
+            if procs.is_main:
                 log.write(step, loss, lr, decay, seconds + step_seconds, rate)
                 if preview is not None and done % tr.preview_every == 0:
                     preview.write(state_dir / PREVIEW_DIR / f"step_{done:07d}.png", trainer.ema, trainer.schedule)
@@ -613,17 +577,17 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", latents_per_s=f"{rate:.1f}", refresh=False)
             seconds += time.perf_counter() - began
             if done % tr.checkpoint_every == 0 or done == tr.steps:
-                if procs.main:
+                if procs.is_main:
                     save_state(checkpoint, {"step": done, "seconds": seconds, "fingerprint": fingerprint,
                                             **trainer.state()})
                 saved_step = done
                 procs.barrier()
     finally:
-        if procs.main:
+        if procs.is_main:
             bar.close()
             log.close()
 
-    if procs.main:
+    if procs.is_main:
         _write_outputs(out_dir, state_dir, trainer)
     procs.barrier()
     return {"steps": tr.steps, "resumed_from": start, "last_loss": loss, "seconds": seconds,
