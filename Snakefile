@@ -14,6 +14,14 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
 
+# One image for every rule when config `container` names one (run with
+# --software-deployment-method apptainer); null leaves the rules without a container.
+if config["container"]:
+
+    container: config["container"]
+
+report: "report/workflow.rst"
+
 
 include: "rules/common.smk"
 
@@ -37,6 +45,7 @@ include: "rules/alignment.smk"
 include: "rules/assembly.smk"
 include: "rules/recognition.smk"
 include: "rules/evaluation.smk"
+include: "rules/report.smk"
 
 
 rule all:
@@ -45,3 +54,6 @@ rule all:
         "results/eval/lfw.csv",
         "results/eval/separability.csv",
         "results/eval/leakage.csv",
+        ["results/eval/benchmarks.csv"] if BENCHMARKS else [],
+        expand("results/eval/lfw_contexts/{generator}.csv", generator=CONDITIONAL_GENERATORS),
+        report_figures(),

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from facenet_pytorch import MTCNN
 
+from idiff_core.data.download import link_or_copy
 from idiff_core.io import UnreadableImage, atomic_path, list_images, read_rgb, write_png
 from idiff_core.progress import progress
 from idiff_core.runtime import resolve_device, set_threads
@@ -277,12 +278,14 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest_csv: str | os.PathLike,
-                 settings: AlignSettings, *, threads: int, device: str) -> list[dict]:
+                 settings: AlignSettings, *, state_dir: str | os.PathLike, threads: int, device: str) -> list[dict]:
     """Align every image under `in_dir` into `out_dir` (same tree, `.png`) and write the manifest.
 
-    Resumable: finished images are listed in `out_dir/.align_journal.jsonl` (one JSON line per image,
-    appended after its output is written), so a rerun skips them and still writes a complete manifest.
-    Unreadable files are recorded and skipped. Returns the manifest records.
+    Resumable: images are aligned into `state_dir` and listed in its `.align_journal.jsonl` (one JSON
+    line per image, appended after its output is written), so a rerun after a kill skips them; the
+    workflow deletes an unfinished job's outputs, never its state. At the end the aligned images are
+    published into `out_dir` (hard links where possible). Unreadable files are recorded and skipped.
+    Returns the manifest records.
     """
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
@@ -294,10 +297,11 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
         clash = outputs.setdefault(output_name(relative), relative)
         if clash != relative:
             raise ValueError(f"{clash} and {relative} in {in_dir} would both be written to {output_name(relative)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    work = Path(state_dir)
+    work.mkdir(parents=True, exist_ok=True)
     key = _settings_key(settings)
-    journal = out_dir / JOURNAL_NAME
-    done = _load_journal(journal, key, out_dir)
+    journal = work / JOURNAL_NAME
+    done = _load_journal(journal, key, work)
     todo = [r for r in relatives if r not in done]
     detector = make_detector(settings, device) if todo else None
     with open(journal, "a", encoding="utf-8") as log, \
@@ -314,17 +318,24 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                     records.append(_record(relative, key, "unreadable", 0, float("nan"), str(err)))
             for relative, result in zip(readable, align_images(images, settings, detector)):
                 if result.image is not None:
-                    write_png(out_dir / output_name(relative), result.image)
+                    write_png(work / output_name(relative), result.image)
                 records.append(_record(relative, key, result.status, result.n_faces, result.prob, result.error))
             for record in records:
                 if record["status"] not in WRITTEN:  # an output left by a run with other settings must go
-                    (out_dir / output_name(record["path"])).unlink(missing_ok=True)
+                    (work / output_name(record["path"])).unlink(missing_ok=True)
                 log.write(json.dumps(record) + "\n")
                 done[record["path"]] = record
             log.flush()
             os.fsync(log.fileno())
             bar.update(len(chunk))
     records = [done[r] for r in relatives]
+    written = {output_name(r["path"]) for r in records if r["status"] in WRITTEN}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.rglob("*.png"):
+        if stale.relative_to(out_dir).as_posix() not in written:
+            stale.unlink()
+    for name in sorted(written):
+        link_or_copy(work / name, out_dir / name)
     write_manifest(manifest_csv, records)
     return records
 

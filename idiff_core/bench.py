@@ -53,7 +53,7 @@ from .embeddings import embed_images
 from .evaluation.verification import verification_metrics
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
 from .io import atomic_path, load_matrix
-from .models.iresnet import load_backbone
+from .models.iresnet import BackboneSpec
 from .models.unet import UNet
 from .models.vq import VQConfig, VQDecoder
 from .runtime import derive_seed, resolve_device, set_threads
@@ -214,8 +214,7 @@ def bench_sampling(opts: Options) -> list[Row]:
         embedder = None
         if trained and conditional and opts.backbone.is_file():
             model_cfg = opts.config["embedder"]["model"]
-            embedder = load_backbone(opts.backbone, model_cfg["arch"], model_cfg["num_features"],
-                                     base_width=model_cfg["base_width"]).to(opts.device)
+            embedder = BackboneSpec(**model_cfg).load(opts.backbone).to(opts.device)
         elif trained:
             note += f"; no identity consistency ({'no embedder ' + str(opts.backbone) if conditional else 'unconditional'})"
         seeds = [derive_seed(seed, "bench_sampling", i) for i in range(n_images)]
@@ -265,13 +264,14 @@ def bench_fr_training(opts: Options) -> list[Row]:
     """FR training images/s of the demo backbone (and iresnet50 in full mode)."""
     gpu = opts.device.type == "cuda"
     model = opts.config["fr"]["model"]
-    cases = [("demo", model["arch"], model["base_width"], 8 if opts.quick else (256 if gpu else 64),
+    cases = [("demo", model["arch"], model["base_width"], model["input_size"], 8 if opts.quick else (256 if gpu else 64),
               1 if opts.quick else (20 if gpu else 5))]
     if not opts.quick:
-        cases.append(("iresnet50", "iresnet50", 64, 128 if gpu else 16, 10 if gpu else 2))
+        cases.append(("iresnet50", "iresnet50", 64, 112, 128 if gpu else 16, 10 if gpu else 2))
     rows = []
-    for case, arch, base_width, batch_size, steps in cases:
-        result = measure_fr_throughput(arch, batch_size, steps, str(opts.device), base_width=base_width)
+    for case, arch, base_width, input_size, batch_size, steps in cases:
+        result = measure_fr_throughput(arch, batch_size, steps, str(opts.device), base_width=base_width,
+                                       input_size=input_size)
         rate = result.pop("images_per_second")
         rows.append({"case": case, **result, "images_per_s": rate})
     return rows

@@ -19,7 +19,6 @@ from .autoencoder import load_decoder
 from .embeddings import EmbeddingSettings, embed_images
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
 from .io import load_matrix, save_matrix
-from .models.iresnet import load_backbone
 from .models.vq import VQConfig
 from .runtime import derive_seed
 
@@ -73,8 +72,7 @@ def two_stage_contexts(generator_ckpt: str | os.PathLike, unet_config: Mapping[s
     decoder = load_decoder(decoder_path, vq_config)
     seeds = [derive_seed(seed, "two_stage", i) for i in range(count)]
     images = generate(unet, schedule, decoder, None, seeds, latent_shape_of(vq_config, image_size), sampler, device)
-    model = load_backbone(backbone_path, embedder.arch, embedder.num_features,
-                          base_width=embedder.base_width).to(device)
+    model = embedder.backbone.load(backbone_path).to(device)
     return l2_normalize(embed_images(model, images, embedder.batch_size, device, flip_sum=embedder.flip_sum))
 
 

@@ -1,7 +1,7 @@
 """Identity embeddings: the paper's preprocessing, batched inference and one `.npz` per image folder.
 
-Preprocessing (as the paper's context extraction): the whole image (no alignment) resized to 112x112
-(bilinear, antialiased), `((x / 255) - 0.5) / 0.5`, backbone, L2 normalisation. With `flip_sum`, the
+Preprocessing (as the paper's context extraction): the whole image (no alignment) resized to the
+backbone's input side, 112x112 for the published ones (bilinear, antialiased), `((x / 255) - 0.5) / 0.5`, backbone, L2 normalisation. With `flip_sum`, the
 embedding is `normalise(f(x) + f(hflip(x)))` as in the insightface evaluation protocol.
 """
 
@@ -21,11 +21,11 @@ from torch import nn
 
 from .checkpoint import save_state
 from .io import UnreadableImage, atomic_path, list_images, read_rgb, save_matrix
-from .models.iresnet import load_backbone
+from .models.iresnet import BackboneSpec
 from .progress import progress
 from .runtime import resolve_device, set_threads
 
-INPUT_SIZE = 112
+INPUT_SIZE = 112  # the published backbones' input side
 
 
 def resize_pixels(images: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
@@ -54,15 +54,17 @@ def embed_images(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size
                  flip_sum: bool) -> np.ndarray:
     """L2-normalised float32 embeddings (N, d) of uint8 NHWC pixels or normalised float NCHW tensors.
 
-    Runs the model in eval mode (restoring its previous mode afterwards).
+    Images are resized to the model's `input_size` (112 for models without one). Runs the model in
+    eval mode (restoring its previous mode afterwards).
     """
     device = torch.device(device)
+    size = getattr(getattr(model, "module", model), "input_size", INPUT_SIZE)
     was_training = model.training
     model.eval()
     chunks = []
     try:
         for start in range(0, len(images), batch_size):
-            batch = to_model_input(images[start:start + batch_size]).to(device)
+            batch = to_model_input(images[start:start + batch_size], size).to(device)
             features = model(batch).float()
             if flip_sum:
                 features = features + model(torch.flip(batch, dims=[3])).float()
@@ -81,8 +83,13 @@ class EmbeddingSettings:
     arch: str | list[int]
     num_features: int
     base_width: int
+    input_size: int
     batch_size: int
     flip_sum: bool
+
+    @property
+    def backbone(self) -> BackboneSpec:
+        return BackboneSpec(self.arch, self.num_features, self.base_width, self.input_size)
 
 
 def image_names(root: Path, paths: Sequence[Path]) -> list[str]:
@@ -123,8 +130,7 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
         raise ValueError(f"no images found under {root}")
     names = image_names(root, paths)
     torch_device = resolve_device(device)
-    model = load_backbone(backbone_path, settings.arch, settings.num_features,
-                          base_width=settings.base_width).to(torch_device)
+    model = settings.backbone.load(backbone_path).to(torch_device)
     kept_names: list[str] = []
     rows: list[np.ndarray] = []
     manifest: list[tuple[str, str, str, str]] = []
@@ -137,7 +143,8 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
                 except UnreadableImage as err:
                     manifest.append((name, str(path), "unreadable", str(err)))
                     continue
-                pixels.append(resize_pixels(torch.from_numpy(image).permute(2, 0, 1)[None].float())[0])
+                pixels.append(resize_pixels(torch.from_numpy(image).permute(2, 0, 1)[None].float(),
+                                              settings.input_size)[0])
                 batch_names.append(name)
                 manifest.append((name, str(path), "ok", ""))
             if pixels:
@@ -150,7 +157,7 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
         raise ValueError(f"none of the {len(paths)} images under {root} could be read; see {manifest_csv}")
     save_matrix(out_npz, kept_names, np.concatenate(rows), backbone_path=str(Path(backbone_path).resolve()),
                 backbone_sha256=file_sha256(backbone_path), arch=settings.arch, num_features=settings.num_features,
-                base_width=settings.base_width, flip_sum=settings.flip_sum, input_size=INPUT_SIZE,
+                base_width=settings.base_width, flip_sum=settings.flip_sum, input_size=settings.input_size,
                 image_dir=str(root.resolve()))
 
 
@@ -164,5 +171,5 @@ def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str, str]
 
 def import_backbone(weights: str | os.PathLike, out_path: str | os.PathLike, settings: EmbeddingSettings) -> None:
     """Verify user-provided weights (e.g. ElasticFace's) against the configured iresnet; keep a clean copy."""
-    model = load_backbone(weights, settings.arch, settings.num_features, base_width=settings.base_width)
+    model = settings.backbone.load(weights)
     save_state(out_path, model.state_dict())

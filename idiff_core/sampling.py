@@ -27,7 +27,6 @@ from .io import atomic_path, load_matrix, write_png
 from .models.vq import VQConfig
 from .progress import progress
 from .runtime import derive_seed
-from .settings import settings_from_dict
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,6 @@ class SamplingSettings:
     identities: int
     seed: int
     shards: int
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "SamplingSettings":
-        values = dict(values)
-        values["sampler"] = settings_from_dict(SamplerSettings, values.get("sampler", {}), "sampling.sampler")
-        return settings_from_dict(cls, values, "sampling")
 
 
 def identity_units(n_identities: int, images_per_identity: int, batch_size: int) -> list[range]:

@@ -11,6 +11,7 @@ rule align_shard:
         manifest="results/aligned/{dataset}/shard{shard}.csv",
     params:
         settings=settings(alignment=config["alignment"]),
+        state=lambda w: f"results/state/aligned/{w.dataset}/shard{w.shard}",
         device=config["device"],
     log:
         "results/logs/align_shard/{dataset}/shard{shard}.log",
@@ -34,6 +35,7 @@ rule align_real:
         imageset="lfw|labelled",
     params:
         settings=settings(alignment=config["alignment"]),
+        state=lambda w: f"results/state/aligned/real/{w.imageset}",
         device=config["device"],
     log:
         "results/logs/align_real/{imageset}.log",

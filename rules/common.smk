@@ -156,3 +156,69 @@ EMBEDDED_IMAGES = {"ffhq": "results/data/ffhq", "lfw": "results/data/lfw/images"
 # ---- alignment (rules/alignment.smk)
 
 ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}
+
+
+# ---- .bin benchmarks, LFW-context experiment, report figures (rules/evaluation.smk, rules/report.smk)
+
+EVALUATED_MODELS = list(EXPERIMENTS) + REFERENCE_MODELS
+BENCHMARKS = list(config["data"]["benchmarks"])
+CONDITIONAL_GENERATORS = [g for g in config["generators"] if is_conditional(g)]
+
+
+def benchmark_rows():
+    """Every model's row on every .bin benchmark, model by model."""
+    return [f"results/eval/benchmarks/{b}/{m}.csv" for m in EVALUATED_MODELS for b in BENCHMARKS]
+
+
+def lfw_context_settings():
+    """The LFW-context experiment's settings: its own keys, the sampler, the embedder and the seed."""
+    return {**config["evaluation"]["lfw_contexts"], "seed": config["evaluation"]["seed"],
+            "sampler": config["sampling"]["sampler"],
+            "embedder": {**config["embedder"]["model"], **config["embedder"]["extract"]}}
+
+
+def used_generators():
+    """Generators the default targets train: those sampled from, two-stage context sources, conditional ones."""
+    used = {ds["generator"] for ds in config["datasets"].values()} | set(CONDITIONAL_GENERATORS)
+    used |= {config["contexts"][ds["contexts"]]["generator"] for ds in config["datasets"].values()
+             if config["contexts"][ds["contexts"]]["kind"] == "two_stage"}
+    return [g for g in config["generators"] if g in used]
+
+
+def training_logs():
+    """The report's training curves: name -> CSV log (FR models, embedder, LDMs, autoencoder)."""
+    logs = {f"fr_{m}": f"results/fr/{m}/metrics.csv" for m in EVALUATED_MODELS if m != "embedder"}
+    if config["embedder"]["source"] == "train":
+        logs["embedder"] = "results/embedder/metrics.csv"
+    logs.update({f"ldm_{g}": f"results/ldm/{g}/loss.csv" for g in used_generators() if g in TRAINED_GENERATORS})
+    if config["autoencoder"]["source"] == "train":
+        logs["autoencoder"] = "results/autoencoder/loss.csv"
+    return logs
+
+
+VERIFICATION_BENCHMARKS = ["lfw"] + [f"bin_{b}" for b in BENCHMARKS]
+
+
+def verification_scores(bench):
+    """Each model's pair distances on the LFW(-like) benchmark or a .bin one (`bin_<name>`)."""
+    folder = "results/eval/lfw" if bench == "lfw" else f"results/eval/benchmarks/{bench[len('bin_'):]}"
+    return {m: f"{folder}/{m}_scores.npz" for m in EVALUATED_MODELS}
+
+
+def report_tables():
+    """The report's tables: name -> result CSV."""
+    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "separability", "leakage")}
+    if BENCHMARKS:
+        tables.update(benchmarks="results/eval/benchmarks.csv", benchmarks_paper="results/eval/benchmarks_paper.csv")
+    tables.update({f"lfw_contexts_{g}": f"results/eval/lfw_contexts/{g}.csv" for g in CONDITIONAL_GENERATORS})
+    return tables
+
+
+def report_figures():
+    """Every report figure and table the plot rules make (targets of rule all)."""
+    return (expand("results/report/grids/{dataset}_{stage}.png", dataset=config["datasets"],
+                   stage=["samples", "aligned"])
+            + [f"results/report/curves/{name}.png" for name in training_logs()]
+            + [f"results/report/verification/{b}/roc.png" for b in VERIFICATION_BENCHMARKS]
+            + ["results/report/separability/roc.png"]
+            + [f"results/report/tables/{t}.html" for t in report_tables()])

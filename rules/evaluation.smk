@@ -13,7 +13,7 @@ rule eval_lfw:
         scores="results/eval/lfw/{model}_scores.npz",
     params:
         settings=lambda w: settings(model=evaluated_model(w.model)["model"], row=experiment_row(w.model),
-                                    evaluation=config["evaluation"]),
+                                    verification=config["evaluation"]["verification"]),
         device=config["device"],
     log:
         "results/logs/eval_lfw/{model}.log",
@@ -80,7 +80,8 @@ rule synthetic_quality:
         leakage="results/eval/leakage/{dataset}.csv",
         identities="results/eval/leakage/{dataset}_identities.csv",
     params:
-        settings=lambda w: settings(evaluation=config["evaluation"], dataset=w.dataset),
+        settings=lambda w: settings(seed=config["evaluation"]["seed"], leakage=config["evaluation"]["leakage"],
+                                    dataset=w.dataset),
     log:
         "results/logs/synthetic_quality/{dataset}.log",
     benchmark:
@@ -109,3 +110,88 @@ rule quality_table:
         ENV
     script:
         "../workflow_scripts/concat_tables.py"
+
+
+rule eval_benchmark:
+    """The insightface protocol on one `.bin` benchmark (data.benchmarks) for one model."""
+    input:
+        backbone=lambda w: evaluated_model(w.model)["backbone"],
+        benchmark=lambda w: config["data"]["benchmarks"][w.benchmark],
+    output:
+        row="results/eval/benchmarks/{benchmark}/{model}.csv",
+        scores="results/eval/benchmarks/{benchmark}/{model}_scores.npz",
+    wildcard_constraints:
+        benchmark=names_regex(BENCHMARKS),
+    params:
+        settings=lambda w: settings(model=evaluated_model(w.model)["model"],
+                                    row={**experiment_row(w.model), "benchmark": w.benchmark},
+                                    verification=config["evaluation"]["verification"]),
+        device=config["device"],
+    log:
+        "results/logs/eval_benchmark/{benchmark}/{model}.log",
+    benchmark:
+        "results/benchmarks/eval_benchmark/{benchmark}/{model}.tsv"
+    threads: 8
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/eval_benchmark.py"
+
+
+rule benchmark_table:
+    """results/eval/benchmarks.csv: one row per model x .bin benchmark (+ the paper-style accuracy table)."""
+    input:
+        rows=benchmark_rows(),
+    output:
+        table="results/eval/benchmarks.csv",
+        paper="results/eval/benchmarks_paper.csv",
+    log:
+        "results/logs/benchmark_table.log",
+    benchmark:
+        "results/benchmarks/benchmark_table.tsv"
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/benchmark_table.py"
+
+
+rule lfw_contexts:
+    """The paper's LFW-context experiment: LFW embeddings condition the generator; real-real,
+    real-variation and variation-variation score distributions on LFW's pairs."""
+    input:
+        embeddings="results/embeddings/lfw.npz",
+        images="results/data/lfw/images",
+        pairs="results/data/lfw/pairs.txt",
+        generator="results/ldm/{generator}/ema.ckpt",
+        decoder="results/autoencoder/first_stage_decoder_state_dict.pt",
+        backbone="results/embedder/backbone.pt",
+    output:
+        table="results/eval/lfw_contexts/{generator}.csv",
+        scores="results/eval/lfw_contexts/{generator}_scores.npz",
+        histogram=report("results/eval/lfw_contexts/{generator}_histogram.png",
+                         caption="../report/lfw_contexts_histogram.rst", category="LFW contexts",
+                         subcategory="{generator}", labels={"generator": "{generator}", "figure": "scores"}),
+        grid=report("results/eval/lfw_contexts/{generator}_grid.png", caption="../report/lfw_contexts_grid.rst",
+                    category="LFW contexts", subcategory="{generator}",
+                    labels={"generator": "{generator}", "figure": "variations"}),
+    wildcard_constraints:
+        generator=names_regex(CONDITIONAL_GENERATORS),
+    params:
+        settings=lambda w: expensive(lfw_contexts=lfw_context_settings(),
+                                     unet=generator_settings(w.generator)["unet"],
+                                     autoencoder=config["autoencoder"]["model"], image_size=image_size()),
+        device=config["device"],
+    log:
+        "results/logs/lfw_contexts/{generator}.log",
+    benchmark:
+        "results/benchmarks/lfw_contexts/{generator}.tsv"
+    threads: 8
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/lfw_contexts.py"

@@ -124,7 +124,8 @@ def _manifest(path: Path) -> dict[str, dict]:
 
 
 def test_real_faces_all_align(faces, tmp_path):
-    records = align_folder(faces, tmp_path / "out", tmp_path / "manifest.csv", settings(), threads=2, device="cpu")
+    records = align_folder(faces, tmp_path / "out", tmp_path / "manifest.csv", settings(), state_dir=tmp_path / "state",
+                           threads=2, device="cpu")
     rows = _manifest(tmp_path / "manifest.csv")
     assert len(rows) == len(records) == 140  # lfw10: 10 x 10 JPEG; bbt: 8 x 5 grayscale PNG
     missed = sorted(p for p, r in rows.items() if r["status"] != "aligned")
@@ -157,7 +158,8 @@ def _odd_inputs(root: Path) -> None:
 def test_failure_policy_and_unreadable_files(tmp_path, policy):
     _odd_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    align_folder(tmp_path / "in", out, tmp_path / "m.csv", settings(on_failure=policy), threads=2, device="cpu")
+    align_folder(tmp_path / "in", out, tmp_path / "m.csv", settings(on_failure=policy), state_dir=tmp_path / "state",
+                 threads=2, device="cpu")
     rows = _manifest(tmp_path / "m.csv")
     assert len(rows) == 8
     assert {rows[p]["status"] for p in ("person_b/5.png", "cut.jpg")} == {"unreadable"}
@@ -180,7 +182,9 @@ def test_failure_policy_and_unreadable_files(tmp_path, policy):
 def test_resume_skips_finished_images(tmp_path, monkeypatch):
     _odd_inputs(tmp_path / "in")
     first = settings(batch_size=3)
-    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m1.csv", first, threads=2, device="cpu")
+    state = tmp_path / "state"
+    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m1.csv", first, state_dir=state, threads=2,
+                 device="cpu")
     seen: list[int] = []
     real = alignment.align_images
 
@@ -189,18 +193,21 @@ def test_resume_skips_finished_images(tmp_path, monkeypatch):
         return real(images, *args)
     monkeypatch.setattr(alignment, "align_images", counting)
 
-    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m2.csv", first, threads=2, device="cpu")
+    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m2.csv", first, state_dir=state, threads=2,
+                 device="cpu")
     assert seen == [] and (tmp_path / "m1.csv").read_text() == (tmp_path / "m2.csv").read_text()
 
-    (tmp_path / "out" / "person_a" / "1.png").unlink()  # a lost output is redone, and only it
-    with open(tmp_path / "out" / alignment.JOURNAL_NAME, "a") as fh:
+    assert not list((tmp_path / "out").glob(".*"))  # the journal stays in the state dir
+    (state / "person_a" / "1.png").unlink()  # a lost output is redone, and only it
+    with open(state / alignment.JOURNAL_NAME, "a") as fh:
         fh.write('{"path": "cut sh')  # a record cut short by a kill is ignored
-    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m3.csv", first, threads=2, device="cpu")
-    assert seen == [1] and (tmp_path / "out" / "person_a" / "1.png").exists()
+    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m3.csv", first, state_dir=state, threads=2,
+                 device="cpu")
+    assert seen == [1] and (state / "person_a" / "1.png").exists() and (tmp_path / "out" / "person_a" / "1.png").exists()
     assert (tmp_path / "m1.csv").read_text() == (tmp_path / "m3.csv").read_text()
 
     align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m4.csv", settings(batch_size=3, on_failure="drop"),
-                 threads=2, device="cpu")  # other settings: nothing is reused, and stale outputs go
+                 state_dir=state, threads=2, device="cpu")  # other settings: nothing is reused, and stale outputs go
     assert sum(seen[1:]) == 6 and list((tmp_path / "out").rglob("*.png")) == []
 
 

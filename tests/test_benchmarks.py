@@ -175,3 +175,72 @@ def test_result_rows_upsert_merge_and_pivot(tmp_path):
     assert paper.set_index("model").loc["m2", "mean"] == pytest.approx(80.0)
     with pytest.raises(ValueError, match="key column"):
         upsert_rows(path, [{"benchmark": "lfw"}], ["run"])
+
+
+def _tiny_backbone(path) -> "BackboneSpec":
+    import torch
+
+    from idiff_core.evaluation.lfw import BackboneSpec
+    from idiff_core.models.iresnet import iresnet
+
+    torch.manual_seed(0)
+    torch.save(iresnet([1, 1, 1, 1], num_features=16, base_width=8).state_dict(), path)
+    return BackboneSpec(arch=[1, 1, 1, 1], num_features=16, base_width=8, input_size=112)
+
+
+def test_bin_benchmark_stage_scores_pairs_in_insightface_order(tmp_path):
+    """A synthetic .bin through evaluate_bin: pair i = images (2i, 2i+1), the protocol on their
+    flip-summed embeddings, one row per (model, benchmark), and the long + paper-style tables."""
+    import pandas as pd
+
+    from idiff_core.embeddings import embed_images
+    from idiff_core.evaluation.lfw import VerificationSettings, evaluate_bin
+    from idiff_core.evaluation.tables import write_benchmark_tables
+    from idiff_core.evaluation.verification import verification_metrics
+    from idiff_core.models.iresnet import load_backbone
+
+    spec = _tiny_backbone(tmp_path / "backbone.pt")
+    faces = _images(20)
+    issame = [k % 2 == 0 for k in range(20)]  # every test fold of 10 holds both kinds
+    images = [im for k, same in enumerate(issame) for im in (faces[k], faces[k] if same else faces[(k + 7) % 20])]
+    # a .bin as insightface writes it: (list of encoded images, list of booleans), plain pickle types
+    (tmp_path / "toy.bin").write_bytes(pickle.dumps(([_encode(im, ".png") for im in images], issame)))
+    settings = VerificationSettings(n_folds=10, far_target=1e-3, flip_sum=True, batch_size=8)
+    rows = []
+    for name in ("toy_a", "toy_b"):
+        row = {"experiment": "m1", "backbone": "tiny", "benchmark": name}
+        evaluate_bin(tmp_path / "backbone.pt", spec, tmp_path / "toy.bin", row, tmp_path / f"{name}.csv",
+                     tmp_path / f"{name}.npz", settings, "cpu")
+        rows.append(tmp_path / f"{name}.csv")
+
+    model = load_backbone(tmp_path / "backbone.pt", spec.arch, spec.num_features, base_width=spec.base_width)
+    embeddings = embed_images(model, np.stack(images), 8, "cpu", flip_sum=True)
+    expected = verification_metrics(embeddings[0::2], embeddings[1::2], np.array(issame), 10, 1e-3)
+    row = pd.read_csv(tmp_path / "toy_a.csv").iloc[0]
+    assert row["pairs"] == 20 and row["benchmark"] == "toy_a"
+    assert row["accuracy_mean"] == pytest.approx(expected["accuracy_mean"], abs=1e-12)
+    assert row["accuracy_mean"] == 1.0  # genuine pairs are the same image: distance 0
+    with np.load(tmp_path / "toy_a.npz") as scores:
+        np.testing.assert_allclose(scores["squared_l2_distances"], expected["squared_l2_distances"], atol=1e-12)
+        np.testing.assert_array_equal(scores["issame"], issame)
+        assert np.all(scores["squared_l2_distances"][0::2] < 1e-10)
+
+    paper = write_benchmark_tables(rows, tmp_path / "benchmarks.csv", tmp_path / "paper.csv")
+    long = pd.read_csv(tmp_path / "benchmarks.csv")
+    assert list(long["benchmark"]) == ["toy_a", "toy_b"] and list(long.columns[:3]) == ["experiment", "backbone",
+                                                                                         "benchmark"]
+    assert list(paper.columns) == ["experiment", "toy_a", "toy_b", "mean"]
+    assert paper.iloc[0]["mean"] == pytest.approx(100.0)
+
+
+def test_bin_benchmark_stage_refuses_a_malicious_bin(tmp_path):
+    from idiff_core.evaluation.lfw import VerificationSettings, evaluate_bin
+
+    spec = _tiny_backbone(tmp_path / "backbone.pt")
+    target = tmp_path / "pwned"
+    (tmp_path / "evil.bin").write_bytes(pickle.dumps(([_encode(_images(1)[0], ".png"), _Exploit(target)], [True])))
+    with pytest.raises(UnsafePickleError, match="system"):
+        evaluate_bin(tmp_path / "backbone.pt", spec, tmp_path / "evil.bin", {"experiment": "m"},
+                     tmp_path / "row.csv", tmp_path / "s.npz",
+                     VerificationSettings(n_folds=10, far_target=1e-3, flip_sum=True, batch_size=8), "cpu")
+    assert not target.exists() and not (tmp_path / "row.csv").exists()

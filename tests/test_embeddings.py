@@ -15,7 +15,7 @@ from idiff_core.io import load_matrix, write_png
 from idiff_core.models.iresnet import iresnet
 from idiff_core.settings import settings_from_dict
 
-TINY = {"arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "batch_size": 2, "flip_sum": False}
+TINY = {"arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "input_size": 112, "batch_size": 2, "flip_sum": False}
 
 
 @pytest.fixture
@@ -54,6 +54,18 @@ def test_embed_images_resizes_whole_image_to_112(tiny_model):
     np.testing.assert_allclose(embed_images(tiny_model, pixels, 2, "cpu", False), expected, atol=1e-5)
     with pytest.raises(ValueError, match="uint8 NHWC"):
         embed_images(tiny_model, pixels.astype(np.int32), 2, "cpu", False)
+
+
+def test_embed_images_reads_at_the_models_input_size():
+    """A stand-in backbone for 56x56 faces gets 128x128 images resized to 56 (its fc fits no other side)."""
+    torch.manual_seed(0)
+    model = iresnet([1, 1, 1, 1], num_features=16, base_width=8, input_size=56).eval()
+    pixels = np.random.default_rng(2).integers(0, 256, size=(2, 128, 128, 3), dtype=np.uint8)
+    x = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        expected = F.normalize(model(F.interpolate(x, size=(56, 56), mode="bilinear", align_corners=False,
+                                                   antialias=True)), dim=1).numpy()
+    np.testing.assert_allclose(embed_images(model, pixels, 2, "cpu", False), expected, atol=1e-5)
 
 
 def test_extract_embeddings_skips_and_lists_corrupt_files(tmp_path, tiny_model):

@@ -19,7 +19,7 @@ from idiff_core.training.fr import (STATE_FILE, FRTrainingSettings, build_valida
                                     split_identities, train_fr)
 
 TINY = {
-    "seed": 3, "arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "dropout": 0.4, "head": "cosface",
+    "seed": 3, "arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "input_size": 112, "dropout": 0.4, "head": "cosface",
     "margin_s": 64.0, "margin_m": 0.35, "width": None, "depth": 3, "val_identities": 4, "batch_size": 2,
     "base_lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4, "grad_clip_norm": 5.0, "lr_schedule": "plateau",
     "lr_decay_factor": 0.1, "plateau_patience": 4, "early_stop_patience": 6, "lr_milestones": [22, 30, 35],
@@ -66,14 +66,14 @@ def test_split_holds_out_last_identities_and_limits_width_depth(tmp_path):
 def test_validation_pairs_are_balanced_and_seeded(tmp_path):
     root = make_face_folder(tmp_path / "data", identities=5, images=3, size=8)
     _, val = split_identities(root, width=None, depth=None, val_identities=4)
-    pairs = build_validation(val, seed=1)
+    pairs = build_validation(val, seed=1, input_size=112)
     labels = np.repeat(np.arange(4), 3)
     assert pairs.pixels.shape == (12, 112, 112, 3) and pairs.issame.sum() == 12 and len(pairs.issame) == 24
     assert np.array_equal(labels[pairs.first] == labels[pairs.second], pairs.issame)
     assert np.array_equal(pairs.issame[::2], np.ones(12, bool))  # interleaved: every fold holds both kinds
     with pytest.raises(ValueError, match="10 genuine pairs"):
-        build_validation(split_identities(root, width=None, depth=None, val_identities=3)[1], seed=1)
-    again = build_validation(val, seed=1)
+        build_validation(split_identities(root, width=None, depth=None, val_identities=3)[1], seed=1, input_size=112)
+    again = build_validation(val, seed=1, input_size=112)
     assert np.array_equal(again.first, pairs.first) and np.array_equal(again.second, pairs.second)
 
 
@@ -151,11 +151,23 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     assert calls == [(1, 3), (1, 4)]  # continues after the mid-epoch checkpoint, not from the epoch start
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    with pytest.raises(ValueError, match=r"changed: \['margin_m'\]"):
-        train_fr(root, tmp_path / "c.pt", tmp_path / "c.csv", tmp_path / "state_b",
-                 dataclasses.replace(settings, margin_m=0.5), threads=1, device="cpu")
     drop_timing = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in rows]
     assert drop_timing(read_metrics(tmp_path / "a.csv")) == drop_timing(read_metrics(tmp_path / "b.csv"))
+
+
+def test_a_state_of_other_settings_is_not_resumed(tmp_path, capsys):
+    """A config change reruns the rule: the earlier configuration's state must not block or leak into it."""
+    root = make_face_folder(tmp_path / "data", identities=7, images=3)
+    settings = tiny_settings(lr_schedule="step", lr_milestones=[1], randaugment=False, max_epochs=1)
+    train_fr(root, tmp_path / "a.pt", tmp_path / "a.csv", tmp_path / "state", settings, threads=1, device="cpu")
+    calls: list[tuple[int, int]] = []
+    changed = dataclasses.replace(settings, margin_m=0.5)
+    train_fr(root, tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "state", changed, threads=1, device="cpu",
+             on_step=lambda epoch, step: calls.append((epoch, step)))
+    assert calls[0] == (0, 1) and "other ['margin_m']: starting over" in capsys.readouterr().err
+    train_fr(root, tmp_path / "c.pt", tmp_path / "c.csv", tmp_path / "fresh", changed, threads=1, device="cpu")
+    b, c = torch.load(tmp_path / "b.pt", weights_only=True), torch.load(tmp_path / "c.pt", weights_only=True)
+    assert all(torch.equal(b[k], c[k]) for k in b)
 
 
 def test_plateau_needs_validation_identities(tmp_path):

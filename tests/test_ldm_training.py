@@ -154,10 +154,16 @@ def test_finished_run_rewrites_outputs_without_training(world, tmp_path, monkeyp
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_resume_refuses_a_state_dir_of_other_settings(world, tmp_path):
+def test_a_state_dir_of_other_settings_is_not_resumed(world, tmp_path, capsys):
+    """A config change reruns the rule: the old run's checkpoint must neither block it nor leak into it."""
     run(world, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0))
-    with pytest.raises(ValueError, match="different \\['seed'\\]"):
-        run(world, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
+    again = run(world, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
+    assert again["resumed_from"] == 0 and "other ['seed']: starting over" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run(world, fresh, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
+    a, b = (torch.load(d / "out" / "ema.ckpt", weights_only=True) for d in (tmp_path, fresh))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(world, tmp_path, monkeypatch):

@@ -8,24 +8,8 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    configs = [str(REPO / "config" / "smoke.yaml"), *configfiles]
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
-                           "--directory", str(workdir), *args, "--configfile", *configs],
-                          cwd=REPO, capture_output=True, text=True, timeout=1800)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("smoke")
-    result = snakemake(workdir)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return workdir
+import yaml
+from smk import REPO, snakemake
 
 
 def test_lfw_table_has_the_experiment_and_both_reference_rows(smoke_run):
@@ -53,18 +37,86 @@ def test_every_stage_left_its_files(smoke_run):
     assert logs and all("[idiff] stage" in log.read_text() for log in logs)
 
 
-def jobs_of(dry_run: subprocess.CompletedProcess) -> set[str]:
+# ---- partial reruns: which jobs a config change touches (dry runs on the finished smoke run)
+
+# Rerun decisions from the config alone: params, the set of input files, and file dates. Snakemake's
+# `code` trigger (script dates, rule code) is left out so that source edits made while the session
+# runs do not count as config changes; `software-env` needs conda, which the tests do not use.
+CONFIG_TRIGGERS = ("--rerun-triggers", "mtime", "params", "input")
+
+
+def job_counts(dry_run: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> number of jobs a dry run (`-n`) would execute."""
     assert dry_run.returncode == 0, dry_run.stdout[-3000:] + dry_run.stderr[-3000:]
-    return set(re.findall(r"^(\w+)\s+\d+\s*$", dry_run.stdout, flags=re.M))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", dry_run.stdout, flags=re.M))
+    return {rule: int(n) for rule, n in counts.items() if rule != "total"}
+
+
+def rerun_after(workdir: Path, tmp_path: Path, change: str) -> dict[str, int]:
+    """The pipeline's jobs a dry run plans on the smoke run with the YAML `change` merged over the
+    smoke config (the report's figures and `all`, rebuilt after any change, are left out)."""
+    override = tmp_path / "change.yaml"
+    override.write_text(change)
+    counts = job_counts(snakemake(workdir, "-n", *CONFIG_TRIGGERS, configfiles=(str(override),)))
+    return {rule: n for rule, n in counts.items() if rule != "all" and not rule.startswith("report_")}
+
+
+# Everything the synthetic samples feed (smoke config: one dataset in two shards, one experiment).
+DOWNSTREAM_OF_SAMPLING = {"sample_shard": 2, "align_shard": 2, "assemble_dataset": 1, "train_fr": 1, "eval_lfw": 1,
+                          "lfw_table": 1, "embed_samples": 1, "synthetic_quality": 1, "quality_table": 2}
 
 
 def test_rerun_without_change_does_nothing(smoke_run):
-    assert jobs_of(snakemake(smoke_run, "-n")) == set()
+    assert job_counts(snakemake(smoke_run, "-n", *CONFIG_TRIGGERS)) == {}
 
 
 def test_sampling_change_reruns_sampling_and_downstream_only(smoke_run, tmp_path):
-    change = tmp_path / "change.yaml"
-    change.write_text("sampling:\n  sampler:\n    steps: 4\n")
-    jobs = jobs_of(snakemake(smoke_run, "-n", configfiles=(str(change),)))
-    assert {"sample_shard", "align_shard", "assemble_dataset", "train_fr", "eval_lfw"} <= jobs
-    assert not jobs & {"train_ldm", "train_autoencoder", "train_embedder", "render_world", "extract_embeddings"}
+    """Sampling and all it feeds, plus the LFW-context experiment (it samples with the same sampler);
+    no training upstream of the samples, no real_reference or embedder row."""
+    assert rerun_after(smoke_run, tmp_path, "sampling:\n  sampler:\n    steps: 4\n") == {
+        **DOWNSTREAM_OF_SAMPLING, "lfw_contexts": 1}
+
+
+def test_fr_change_reruns_fr_training_and_evaluation_only(smoke_run, tmp_path):
+    """Both FR models read fr.train (the experiment and, on the face world, real_reference); the
+    embedder's row and everything upstream stay."""
+    assert rerun_after(smoke_run, tmp_path, "fr:\n  train:\n    weight_decay: 0.001\n") == {
+        "train_fr": 2, "eval_lfw": 2, "lfw_table": 1}
+
+
+def test_ldm_learning_rate_change_reruns_from_ldm_training_on(smoke_run, tmp_path):
+    """The generator and all that its samples feed; not the autoencoder, embedder, world,
+    contexts, or the real_reference and embedder rows."""
+    assert rerun_after(smoke_run, tmp_path, "ldm:\n  training:\n    learning_rate: 0.0002\n") == {
+        "train_ldm": 1, **DOWNSTREAM_OF_SAMPLING, "lfw_contexts": 1}
+
+
+def reordered(value):
+    """The same config with every mapping's keys in reverse order (lists keep theirs: it is meaning)."""
+    if isinstance(value, dict):
+        return {key: reordered(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reordered(item) for item in value]
+    return value
+
+
+def merged(base: dict, override: dict) -> dict:
+    """Snakemake's --configfile semantics: mappings merge key by key, anything else replaces."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def test_reordering_config_keys_reruns_nothing(smoke_run, tmp_path):
+    """The whole smoke config in reverse key order at every level, as the only --configfile (its
+    order is the order Snakemake's config has), changes no job's params."""
+    config = merged(yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
+                    yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
+    shuffled = tmp_path / "reordered.yaml"
+    shuffled.write_text(yaml.safe_dump(reordered(config), sort_keys=False))
+    assert list(yaml.safe_load(shuffled.read_text())) == list(reversed(list(config)))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
+                          "--directory", str(smoke_run), "-n", *CONFIG_TRIGGERS, "--configfile", str(shuffled)],
+                         cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert job_counts(run) == {}

@@ -5,4 +5,5 @@ from idiff_core.workflow import run_job
 
 run_job(snakemake, lambda smk, settings, device: align_folder(
     smk.input.images, smk.output.images, smk.output.manifest,
-    settings_from_dict(AlignSettings, settings["alignment"], "alignment"), threads=smk.threads, device=device))
+    settings_from_dict(AlignSettings, settings["alignment"], "alignment"), state_dir=smk.params.state,
+    threads=smk.threads, device=device))

@@ -6,7 +6,7 @@ from idiff_core.workflow import run_job
 
 
 def stage(smk, settings, device):
-    sampling = SamplingSettings.from_dict({
+    sampling = settings_from_dict(SamplingSettings, {
         "sampler": settings["sampling"]["sampler"], "shards": settings["sampling"]["shards"],
         "seed": settings["sampling"]["seed"], "images_per_identity": settings["images_per_identity"],
         "identities": settings["identities"]})

@@ -4,10 +4,10 @@ from idiff_core.workflow import run_job
 
 
 def stage(smk, settings, device):
-    leakage = settings["evaluation"]["leakage"]
+    leakage = settings["leakage"]
     synthetic_quality(smk.input.samples, smk.input.contexts, smk.input.training, settings["dataset"],
                       smk.output.separability, smk.output.leakage, smk.output.identities,
-                      QualitySettings(seed=settings["evaluation"]["seed"], leakage_threshold=leakage["threshold"],
+                      QualitySettings(seed=settings["seed"], leakage_threshold=leakage["threshold"],
                                       leakage_per_identity=leakage["per_identity"]))
 
 

@@ -157,6 +157,7 @@ def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Make `dest` hold `source`'s bytes: a hard link (no extra disk), or a copy across file systems."""
     dest = Path(dest)
     dest.unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, dest)
     except OSError:

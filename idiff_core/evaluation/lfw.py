@@ -1,4 +1,5 @@
-"""Verification of one face-recognition model on an LFW-style benchmark (images + pairs.txt).
+"""Verification of one face-recognition model on a benchmark: LFW-style (images + pairs.txt) or an
+insightface `.bin`.
 
 Produces one result row (the model's descriptive columns + accuracy, VAL@FAR, EER) and the pair
 distances, which the report's histograms and ROC curves are drawn from.
@@ -15,8 +16,8 @@ import pandas as pd
 
 from ..embeddings import embed_images
 from ..io import atomic_path, read_rgb
-from ..models.iresnet import load_backbone
-from .benchmarks import lfw_image_path, read_lfw_pairs
+from ..models.iresnet import BackboneSpec
+from .benchmarks import lfw_image_path, read_bin, read_lfw_pairs
 from .tables import write_table
 from .verification import verification_metrics
 
@@ -34,15 +35,6 @@ class VerificationSettings:
     batch_size: int
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """Which iresnet a backbone file holds (published or trained here)."""
-
-    arch: str | list[int]
-    num_features: int
-    base_width: int
-
-
 def pair_images(images_root: str | os.PathLike, pairs_txt: str | os.PathLike):
     """Unique image paths of the pairs, the row index of each side of each pair, and the labels."""
     pairs, _ = read_lfw_pairs(pairs_txt)
@@ -58,13 +50,12 @@ def pair_images(images_root: str | os.PathLike, pairs_txt: str | os.PathLike):
     return paths, np.array(first), np.array(second), np.array([p.issame for p in pairs], dtype=bool)
 
 
-def evaluate_lfw(backbone_path: str | os.PathLike, backbone: BackboneSpec, images_root: str | os.PathLike,
-                 pairs_txt: str | os.PathLike, row: Mapping[str, Any], out_row_csv: str | os.PathLike,
-                 out_scores_npz: str | os.PathLike, settings: VerificationSettings, device: str) -> dict:
-    """Embed every pair image once, run the insightface 10-fold protocol, write the row and the scores."""
-    paths, first, second, issame = pair_images(images_root, pairs_txt)
-    model = load_backbone(backbone_path, backbone.arch, backbone.num_features, base_width=backbone.base_width)
-    images = np.stack([read_rgb(p) for p in paths])
+def evaluate_pairs(backbone_path: str | os.PathLike, backbone: BackboneSpec, images: np.ndarray, first: np.ndarray,
+                   second: np.ndarray, issame: np.ndarray, row: Mapping[str, Any], out_row_csv: str | os.PathLike,
+                   out_scores_npz: str | os.PathLike, settings: VerificationSettings, device: str) -> dict:
+    """Embed `images` (uint8 NHWC) once, run the insightface protocol on pairs (first[i], second[i]),
+    write the row (descriptive columns + metrics) and the pair distances."""
+    model = backbone.load(backbone_path)
     embeddings = embed_images(model.to(device), images, settings.batch_size, device, settings.flip_sum)
     metrics = verification_metrics(embeddings[first], embeddings[second], issame, settings.n_folds,
                                    settings.far_target)
@@ -74,6 +65,28 @@ def evaluate_lfw(backbone_path: str | os.PathLike, backbone: BackboneSpec, image
     write_table(pd.DataFrame([result]), out_row_csv)
     with atomic_path(out_scores_npz) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, squared_l2_distances=metrics["squared_l2_distances"], issame=issame)
-    print(f"[lfw] {row.get('experiment', '')}: accuracy {result['accuracy_mean']:.4f} "
-          f"+- {result['accuracy_std']:.4f} over {issame.size} pairs")
+    print(f"[verification] {row.get('experiment', '')} {row.get('benchmark', '')}: accuracy "
+          f"{result['accuracy_mean']:.4f} +- {result['accuracy_std']:.4f} over {issame.size} pairs")
     return result
+
+
+def evaluate_lfw(backbone_path: str | os.PathLike, backbone: BackboneSpec, images_root: str | os.PathLike,
+                 pairs_txt: str | os.PathLike, row: Mapping[str, Any], out_row_csv: str | os.PathLike,
+                 out_scores_npz: str | os.PathLike, settings: VerificationSettings, device: str) -> dict:
+    """The LFW(-like) benchmark from an image folder + pairs.txt (every pair image read once)."""
+    paths, first, second, issame = pair_images(images_root, pairs_txt)
+    images = np.stack([read_rgb(p) for p in paths])
+    return evaluate_pairs(backbone_path, backbone, images, first, second, issame, row, out_row_csv, out_scores_npz,
+                          settings, device)
+
+
+def evaluate_bin(backbone_path: str | os.PathLike, backbone: BackboneSpec, bin_path: str | os.PathLike,
+                 row: Mapping[str, Any], out_row_csv: str | os.PathLike, out_scores_npz: str | os.PathLike,
+                 settings: VerificationSettings, device: str) -> dict:
+    """An insightface `.bin` benchmark (read with the restricted unpickler; pair i = images 2i, 2i + 1)."""
+    images, issame = read_bin(bin_path)
+    if issame.size == 0:
+        raise ValueError(f"{bin_path}: the benchmark holds no pairs")
+    pairs = np.arange(issame.size)
+    return evaluate_pairs(backbone_path, backbone, images, 2 * pairs, 2 * pairs + 1, issame, row, out_row_csv,
+                          out_scores_npz, settings, device)

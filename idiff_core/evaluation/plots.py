@@ -1,19 +1,21 @@
-"""Figures of the evaluation: score distributions (genuine vs impostor, or any named sets) and ROC
-curves. Rendered with matplotlib's Agg backend (no display), written atomically; the format follows
-the file suffix (.png, .pdf, .svg)."""
+"""Figures of the evaluation and the report: score distributions (genuine vs impostor, or any named
+sets), ROC curves, training curves and image grids. Rendered with matplotlib's Agg backend (no
+display), written atomically; the format follows the file suffix (.png, .pdf, .svg)."""
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
+import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
-from idiff_core.io import atomic_path  # noqa: E402
+from idiff_core.io import atomic_path, write_png  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
@@ -25,24 +27,41 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
         plt.close(fig)
 
 
-def score_histogram(scores: Mapping[str, np.ndarray], path: str | os.PathLike, title: str,
-                    bins: int = 100, xlabel: str = "cosine similarity") -> None:
-    """Overlaid density histograms of named score sets on shared bins.
-
-    E.g. {"genuine": g, "impostor": i} for separability, or {"real-real": ..., "real-variation": ...,
-    "variation-variation": ...} for the LFW-context experiment.
-    """
+def _score_sets(scores: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     sets = {name: np.asarray(values, dtype=np.float64).ravel() for name, values in scores.items()}
     if not sets or any(v.size == 0 for v in sets.values()):
-        raise ValueError(f"score_histogram needs non-empty score sets, got sizes "
+        raise ValueError(f"score histograms need non-empty score sets, got sizes "
                          f"{ {k: v.size for k, v in sets.items()} }")
-    edges = np.histogram_bin_edges(np.concatenate(list(sets.values())), bins=bins)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, values in sets.items():
-        ax.hist(values, bins=edges, density=True, alpha=0.5, label=f"{name} (n={values.size})")
-    ax.set(title=title, xlabel=xlabel, ylabel="density")
-    ax.legend()
+    return sets
+
+
+def score_histograms(panels: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike, title: str,
+                     bins: int = 100, xlabel: str = "cosine similarity") -> None:
+    """One panel of overlaid density histograms per entry, on bins shared by every panel.
+
+    E.g. {"real-real": {"genuine": g, "impostor": i}, "real-variation": {...}, ...} for the
+    LFW-context experiment, so the panels compare at a glance.
+    """
+    panels = {name: _score_sets(scores) for name, scores in panels.items()}
+    if not panels:
+        raise ValueError("score_histograms needs at least one panel")
+    edges = np.histogram_bin_edges(np.concatenate([v for sets in panels.values() for v in sets.values()]), bins=bins)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), sharex=True, squeeze=False,
+                             layout="constrained")
+    for ax, (name, sets) in zip(axes[0], panels.items()):
+        for label, values in sets.items():
+            ax.hist(values, bins=edges, density=True, alpha=0.5, label=f"{label} (n={values.size})")
+        ax.set(title=name if len(panels) > 1 else title, xlabel=xlabel, ylabel="density")
+        ax.legend()
+    if len(panels) > 1:
+        fig.suptitle(title)
     _save(fig, path)
+
+
+def score_histogram(scores: Mapping[str, np.ndarray], path: str | os.PathLike, title: str,
+                    bins: int = 100, xlabel: str = "cosine similarity") -> None:
+    """Overlaid density histograms of named score sets on shared bins, e.g. {"genuine": g, "impostor": i}."""
+    score_histograms({title: scores}, path, title, bins, xlabel)
 
 
 def roc_curve_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike,
@@ -68,4 +87,49 @@ def roc_curve_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
     ax.set(title=title, xlabel="false match rate", ylabel="true match rate (1 - FNMR)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def save_image_grid(rows: Sequence[Sequence[np.ndarray]], path: str | os.PathLike, padding: int = 2) -> None:
+    """Tile uint8 HxWx3 images into a PNG/JPEG grid, one list per row (short rows padded black).
+
+    Every image is resized (area interpolation) to the first one's size, so real photos and
+    generated or aligned faces of other sizes can share a grid.
+    """
+    rows = [list(r) for r in rows if len(r)]
+    if not rows:
+        raise ValueError(f"no images to put in the grid {path}")
+    height, width = rows[0][0].shape[:2]
+    columns = max(len(r) for r in rows)
+    grid = np.zeros((len(rows) * (height + padding) + padding, columns * (width + padding) + padding, 3), np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            if image.shape[:2] != (height, width):
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            top, left = padding + i * (height + padding), padding + j * (width + padding)
+            grid[top:top + height, left:left + width] = image
+    write_png(path, grid)
+
+
+def training_curves(table: pd.DataFrame, x: str, path: str | os.PathLike, title: str,
+                    log_y: Sequence[str] = ()) -> None:
+    """Every numeric column of a training log against `x`, one panel each (columns in `log_y` on a log axis)."""
+    if x not in table.columns:
+        raise ValueError(f"training log has no {x!r} column; columns: {list(table.columns)}")
+    columns = [c for c in table.columns if c != x and pd.api.types.is_numeric_dtype(table[c])
+               and table[c].notna().any()]
+    if not columns:
+        raise ValueError(f"training log holds no numeric column besides {x!r}")
+    ncols = min(4, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.5 * ncols, 2.8 * nrows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(columns):]:
+        ax.set_visible(False)
+    for ax, column in zip(axes.flat, columns):
+        ax.plot(table[x], table[column], marker="." if len(table) < 50 else None)
+        ax.set(title=column, xlabel=x)
+        if column in log_y and (table[column] > 0).all():
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title)
     _save(fig, path)

@@ -64,3 +64,14 @@ def benchmark_table(results: pd.DataFrame, value: str = "accuracy_mean", index: 
     table["mean"] = table.mean(axis=1)
     table.columns.name = None
     return table.reset_index()
+
+
+def write_benchmark_tables(row_csvs: Sequence[str | os.PathLike], long_csv: str | os.PathLike,
+                           paper_csv: str | os.PathLike) -> pd.DataFrame:
+    """The per-(experiment, benchmark) result rows as one long table (every metric), and paper-style:
+    accuracy % per experiment x benchmark (benchmarks in first-seen order) with their mean."""
+    rows = pd.concat([pd.read_csv(p) for p in row_csvs], ignore_index=True)
+    write_table(rows, long_csv)
+    paper = benchmark_table(rows, index="experiment", order=list(dict.fromkeys(rows["benchmark"])))
+    write_table(paper.set_index("experiment").loc[list(dict.fromkeys(rows["experiment"]))].reset_index(), paper_csv)
+    return paper

@@ -9,6 +9,7 @@ their defaults (64, 112) the network is exactly the published one.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -62,6 +63,7 @@ class IResNet(nn.Module):
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ValueError(f"iresnet needs four positive block counts, got {list(layers)}")
         widths = [base_width * 2 ** i for i in range(4)]
+        self.input_size = input_size  # the image side the network reads (its fc layer depends on it)
         self.conv1 = _conv3x3(3, base_width)
         self.bn1 = nn.BatchNorm2d(base_width, eps=BN_EPS)
         self.prelu = nn.PReLU(base_width)
@@ -158,6 +160,22 @@ def load_backbone(path: str | os.PathLike, arch: str | Sequence[int], num_featur
     if problems:
         shown = "\n  ".join(problems[:8])
         raise ValueError(f"{path} does not match iresnet arch={arch} num_features={num_features} "
-                         f"base_width={base_width} ({len(problems)} mismatches); first ones:\n  {shown}")
+                         f"base_width={base_width} input_size={input_size} ({len(problems)} mismatches); "
+                         f"first ones:\n  {shown}")
     model.load_state_dict(state_dict)
     return model.eval()
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Which iresnet a backbone file holds and the image side it reads (the published ones: 112)."""
+
+    arch: str | list[int]
+    num_features: int
+    base_width: int
+    input_size: int
+
+    def load(self, path: str | os.PathLike) -> IResNet:
+        """The backbone at `path`, checked against this spec (see `load_backbone`)."""
+        return load_backbone(path, self.arch, self.num_features, base_width=self.base_width,
+                             input_size=self.input_size)

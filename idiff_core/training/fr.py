@@ -56,6 +56,7 @@ class FRTrainingSettings:
     arch: str | list[int]
     num_features: int
     base_width: int
+    input_size: int
     dropout: float
     head: str
     margin_s: float
@@ -124,19 +125,19 @@ def _as_split(per_identity: list[tuple[str, list[Path]]]) -> FaceSplit:
     return FaceSplit([name for name, _ in per_identity], paths, labels)
 
 
-def read_face(path: Path) -> torch.Tensor:
-    """An image as uint8 CHW at the network's 112x112 input size."""
+def read_face(path: Path, size: int) -> torch.Tensor:
+    """An image as uint8 CHW at the network's input side (aligned faces are 112x112)."""
     image = torch.from_numpy(read_rgb(path)).permute(2, 0, 1)
-    if image.shape[1:] == (INPUT_SIZE, INPUT_SIZE):
+    if image.shape[1:] == (size, size):
         return image
-    return resize_pixels(image[None].float())[0].round().clamp(0, 255).to(torch.uint8)
+    return resize_pixels(image[None].float(), size)[0].round().clamp(0, 255).to(torch.uint8)
 
 
 class FaceTrainingSet(Dataset):
     """Flip (+ optional RandAugment) per sample, seeded by (seed, epoch, index); returns [-1, 1] CHW and label."""
 
-    def __init__(self, split: FaceSplit, seed: int, randaugment: RandAugmentSpec | None):
-        self.split, self.seed, self.randaugment = split, seed, randaugment
+    def __init__(self, split: FaceSplit, seed: int, randaugment: RandAugmentSpec | None, input_size: int):
+        self.split, self.seed, self.randaugment, self.input_size = split, seed, randaugment, input_size
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -144,7 +145,7 @@ class FaceTrainingSet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "augment", self.epoch, index))
-        image = augment_face(read_face(self.split.paths[index]), generator, self.randaugment)
+        image = augment_face(read_face(self.split.paths[index], self.input_size), generator, self.randaugment)
         return (image.float() / 255.0 - 0.5) / 0.5, self.split.labels[index]
 
 
@@ -184,7 +185,7 @@ class ValidationSet:
     issame: np.ndarray
 
 
-def build_validation(split: FaceSplit, seed: int) -> ValidationSet | None:
+def build_validation(split: FaceSplit, seed: int, input_size: int) -> ValidationSet | None:
     """All genuine pairs plus as many seeded random impostor pairs, shuffled, then interleaved
     (genuine, impostor, genuine, ...) so every contiguous protocol fold holds both kinds."""
     if not split.paths:
@@ -206,7 +207,7 @@ def build_validation(split: FaceSplit, seed: int) -> ValidationSet | None:
     impostor_pairs = np.asarray(impostor[:len(genuine)], dtype=np.int64)
     pairs = np.stack([genuine_pairs, impostor_pairs], axis=1).reshape(-1, 2)
     issame = np.tile([True, False], len(genuine))
-    pixels = np.stack([read_face(p).permute(1, 2, 0).numpy() for p in split.paths])
+    pixels = np.stack([read_face(p, input_size).permute(1, 2, 0).numpy() for p in split.paths])
     return ValidationSet(pixels, pairs[:, 0], pairs[:, 1], issame)
 
 
@@ -224,7 +225,7 @@ def validation_accuracy(backbone: nn.Module, val: ValidationSet, batch_size: int
 def build_models(settings: FRTrainingSettings, num_classes: int) -> tuple[nn.Module, MarginHead]:
     """The backbone (final BN1d weight fixed at 1) and the margin head."""
     backbone = iresnet(settings.arch, num_features=settings.num_features, dropout=settings.dropout,
-                       base_width=settings.base_width)
+                       base_width=settings.base_width, input_size=settings.input_size)
     backbone.features.weight.requires_grad_(False)
     head = MarginHead(settings.num_features, num_classes, settings.margin_s, settings.margin_m, settings.head)
     return backbone, head
@@ -304,14 +305,16 @@ class FRRun:
         }
 
     def restore(self) -> None:
-        """Continue from the saved state, if any; refuse a state written for different training settings."""
+        """Continue from the saved state, if any. A state written for other settings or data is the run
+        of an earlier configuration (the workflow reruns the rule because its config changed): start over."""
         if not self.state_path.is_file():
             return
         saved = load_state(self.state_path)
         if saved["fingerprint"] != self.fingerprint:
             changed = sorted(k for k in self.fingerprint if saved["fingerprint"].get(k) != self.fingerprint[k])
-            raise ValueError(f"{self.state_path} was written for different settings or data (changed: {changed}); "
-                             f"restore them, or delete {self.state_path.parent} to start over")
+            if self.is_main:
+                print(f"{self.state_path} belongs to a run with other {changed}: starting over", file=sys.stderr)
+            return
         self.backbone.load_state_dict(saved["backbone"])
         self.head.load_state_dict(saved["head"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -395,13 +398,13 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
     train_split, val_split = split_identities(train_dir, settings.width, settings.depth, settings.val_identities)
     randaugment = (RandAugmentSpec(settings.randaugment_num_ops, settings.randaugment_magnitude_bins,
                                    settings.randaugment_max_magnitude) if settings.randaugment else None)
-    dataset = FaceTrainingSet(train_split, settings.seed, randaugment)
+    dataset = FaceTrainingSet(train_split, settings.seed, randaugment, settings.input_size)
     sampler = ResumableSampler(len(dataset), settings.batch_size, settings.seed, group.rank, group.world_size)
     global_batch = settings.batch_size * group.world_size
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"{len(dataset)} training images are fewer than one global batch ({global_batch}); "
                          f"lower batch_size")
-    val = build_validation(val_split, settings.seed) if group.is_main else None
+    val = build_validation(val_split, settings.seed, settings.input_size) if group.is_main else None
     run = FRRun(settings, train_split, torch_device, global_batch, Path(state_dir) / STATE_FILE, group.is_main)
     run.restore()
     backbone, head = run.backbone, run.head
@@ -424,6 +427,8 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
         tick = time.perf_counter()
         with progress(total=len(sampler) * group.world_size, desc=f"FR epoch {epoch + 1}", unit="img") as bar:
             for images, labels in loader:
+                # dropout masks: per step and rank (ranks must differ; a resumed run must repeat them)
+                torch.manual_seed(derive_seed(settings.seed, "dropout", counters["global_step"], group.rank))
                 loss, correct = train_step(backbone, head, run.optimizer, run.scaler,
                                            images.to(torch_device, non_blocking=True),
                                            labels.to(torch_device, non_blocking=True),
@@ -459,18 +464,18 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
 
 
 def measure_fr_throughput(arch: str | list[int], batch_size: int, steps: int, device: str = "cpu", *,
-                          num_classes: int = 1000, base_width: int = 64) -> dict[str, Any]:
-    """Training images/s of `arch` at 112x112 with the paper's head and optimiser (one warm-up step untimed)."""
+                          num_classes: int = 1000, base_width: int = 64, input_size: int = INPUT_SIZE) -> dict[str, Any]:
+    """Training images/s of `arch` at `input_size` with the paper's head and optimiser (one warm-up step untimed)."""
     torch_device = resolve_device(device)
     torch.manual_seed(0)
-    backbone = iresnet(arch, dropout=0.4, base_width=base_width).to(torch_device)
+    backbone = iresnet(arch, dropout=0.4, base_width=base_width, input_size=input_size).to(torch_device)
     backbone.features.weight.requires_grad_(False)
     head = MarginHead(512, num_classes, 64.0, 0.35).to(torch_device)
     optimizer = torch.optim.SGD([p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad],
                                 lr=0.1 / 512 * batch_size, momentum=0.9, weight_decay=5e-4)
     autocast = torch_device.type == "cuda"
     scaler = torch.amp.GradScaler(torch_device.type, enabled=autocast)
-    images = torch.randn(batch_size, 3, INPUT_SIZE, INPUT_SIZE, device=torch_device)
+    images = torch.randn(batch_size, 3, input_size, input_size, device=torch_device)
     labels = torch.randint(num_classes, (batch_size,), device=torch_device)
     backbone.train()
     train_step(backbone, head, optimizer, scaler, images, labels, 5.0, autocast)
@@ -482,7 +487,7 @@ def measure_fr_throughput(arch: str | list[int], batch_size: int, steps: int, de
     if torch_device.type == "cuda":
         torch.cuda.synchronize(torch_device)
     seconds = time.perf_counter() - start
-    return {"arch": arch if isinstance(arch, str) else list(arch), "base_width": base_width,
+    return {"arch": arch if isinstance(arch, str) else list(arch), "base_width": base_width, "input_size": input_size,
             "batch_size": batch_size, "steps": steps,
             "device": str(torch_device), "threads": torch.get_num_threads(), "mixed_precision": autocast,
             "seconds": seconds, "seconds_per_step": seconds / steps, "images_per_second": batch_size * steps / seconds}

@@ -458,15 +458,19 @@ def _fingerprint(settings: LdmSettings, data_key: str) -> dict[str, Any]:
 
 
 def _resume(trainer: _Trainer, state_dir: Path, fingerprint: dict[str, Any]) -> tuple[int, float]:
-    """Load the latest checkpoint if there is one: (steps done, training seconds so far)."""
+    """Load the latest checkpoint if there is one: (steps done, training seconds so far).
+
+    A checkpoint of other settings or data is the run of an earlier configuration (the workflow reruns
+    the rule because its config changed): it is ignored, and overwritten by this run's first one.
+    """
     path = state_dir / CHECKPOINT_FILE
     if not path.exists():
         return 0, 0.0
     state = load_state(path, map_location=trainer.device)
     differing = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
     if differing:
-        raise ValueError(f"{path} belongs to a run with different {differing}; delete {state_dir} to start "
-                         f"over with these settings, or give this run another state dir")
+        _log(f"{path} belongs to a run with other {differing}: starting over")
+        return 0, 0.0
     trainer.load(state)
     _log(f"resumed from {path} at step {state['step']}")
     return int(state["step"]), float(state["seconds"])

@@ -1,0 +1,14 @@
+"""Rule eval_benchmark: one model's verification row on one insightface .bin benchmark."""
+from idiff_core.evaluation.lfw import VerificationSettings, evaluate_bin
+from idiff_core.models.iresnet import BackboneSpec
+from idiff_core.settings import settings_from_dict
+from idiff_core.workflow import run_job
+
+
+def stage(smk, settings, device):
+    evaluate_bin(smk.input.backbone, settings_from_dict(BackboneSpec, settings["model"], "model"),
+                 smk.input.benchmark, settings["row"], smk.output.row, smk.output.scores,
+                 settings_from_dict(VerificationSettings, settings["verification"], "evaluation.verification"), device)
+
+
+run_job(snakemake, stage)
