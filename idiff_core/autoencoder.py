@@ -31,7 +31,6 @@ from .io import atomic_path, list_images, read_rgb
 from .models.vq import VQConfig, VQDecoder, VQEncoder, VQModel
 from .progress import progress
 from .runtime import derive_seed, resolve_device, seed_everything, set_threads
-from .settings import settings_from_dict
 
 PREFIX = "first_stage_model."
 ENCODER_GROUPS = ("encoder.", "quant_conv.")
@@ -63,8 +62,6 @@ class AutoencoderTrainSettings:
     holdout_images: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.model, Mapping):
-            self.model = settings_from_dict(VQConfig, self.model, "autoencoder model")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("autoencoder training needs steps, batch_size and checkpoint_every >= 1")
         if self.crop_size < 1 or self.crop_size % self.model.downsampling:

@@ -10,10 +10,11 @@ import torch
 
 from idiff_core.checkpoint import save_state
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
-from idiff_core.embeddings import embed_images
+from idiff_core.embeddings import EmbeddingSettings, embed_images
 from idiff_core.evaluation.benchmarks import LfwPair
 from idiff_core.evaluation.lfw_contexts import (COMPARISONS, LfwContextSettings, image_key, lfw_context_experiment,
                                                 pair_scores, score_statistics, select_pairs)
+from idiff_core.generation import SamplerSettings
 from idiff_core.io import read_rgb, save_matrix, write_png
 from idiff_core.models.iresnet import iresnet, load_backbone
 from idiff_core.models.unet import UNet
@@ -84,6 +85,10 @@ def test_settings_are_checked():
         lfw_settings(variations_per_image=0)
     with pytest.raises(ValueError, match="missing setting"):
         settings_from_dict(LfwContextSettings, {"seed": 0, "sampler": SAMPLER, "embedder": EMBEDDER})
+    nested = lfw_settings()  # sub-mappings become their own settings classes, checked the same way
+    assert isinstance(nested.sampler, SamplerSettings) and isinstance(nested.embedder, EmbeddingSettings)
+    with pytest.raises(ValueError, match=r"unknown setting\(s\) \['stepz'\] in evaluation.lfw_contexts.sampler"):
+        lfw_settings(sampler={**SAMPLER, "stepz": 3})
 
 
 @pytest.fixture(scope="module")

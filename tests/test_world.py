@@ -12,12 +12,13 @@ from idiff_core.settings import settings_from_dict
 from idiff_core.world import (KINDS, WorldSettings, draw, identity_vector, image_names, read_landmarks, render_set,
                               sample_identity, write_pairs)
 
-# The embedded default's nuisance: the detection and baseline bars hold for the world users get.
-DEFAULT_NUISANCE = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text()
-                                  )["data"]["world"]["nuisance_strength"]
-TINY = {"seed": 7, "image_size": 128, "ffhq_identities": 6, "labelled_identities": 3,
-        "labelled_images_per_identity": 3, "lfw_identities": 20, "lfw_images_per_identity": 3,
-        "lfw_pairs_per_fold": 2, "nuisance_strength": DEFAULT_NUISANCE}
+# The embedded default's image size, nuisance and alignment: the detection and baseline bars hold for
+# the world users get.
+DEFAULT = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+TINY = {"seed": 7, "image_size": DEFAULT["data"]["world"]["image_size"], "ffhq_identities": 6,
+        "labelled_identities": 3, "labelled_images_per_identity": 3, "lfw_identities": 20,
+        "lfw_images_per_identity": 3, "lfw_pairs_per_fold": 2,
+        "nuisance_strength": DEFAULT["data"]["world"]["nuisance_strength"]}
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def test_settings_refuse_unknown_and_missing_keys():
 def test_same_seed_same_bytes_other_index_other_image(settings):
     image, landmarks = draw(settings, "labelled", 1, 2)
     again, landmarks_again = draw(settings, "labelled", 1, 2)
-    assert image.dtype == np.uint8 and image.shape == (128, 128, 3)
+    assert image.dtype == np.uint8 and image.shape == (settings.image_size, settings.image_size, 3)
     assert image.tobytes() == again.tobytes() and np.array_equal(landmarks, landmarks_again)
     for other in [draw(settings, "labelled", 1, 0)[0], draw(settings, "labelled", 2, 2)[0],
                   draw(WorldSettings(**{**TINY, "seed": 8}), "labelled", 1, 2)[0]]:
@@ -111,7 +112,8 @@ def test_mtcnn_finds_faces_at_the_true_landmarks():
     torch = pytest.importorskip("torch")
     mtcnn_module = pytest.importorskip("facenet_pytorch")
     torch.set_num_threads(2)
-    mtcnn = mtcnn_module.MTCNN(keep_all=True, min_face_size=20, post_process=False, device="cpu")
+    mtcnn = mtcnn_module.MTCNN(keep_all=True, min_face_size=DEFAULT["alignment"]["min_face_size"],
+                               post_process=False, device="cpu")
     settings = WorldSettings(**{**TINY, "seed": 11})
     renders = [draw(settings, kind, i, k) for kind in ("labelled", "lfw") for i in range(30) for k in range(3)]
     images = np.stack([r[0] for r in renders]).astype(np.float32)
@@ -124,7 +126,7 @@ def test_mtcnn_finds_faces_at_the_true_landmarks():
                 continue
             box = np.asarray(box, dtype=np.float32)
             centre = (box[:, :2] + box[:, 2:]) / 2
-            chosen = np.asarray(pts, dtype=np.float32)[np.argmin(((centre - 64) ** 2).sum(1))]
+            chosen = np.asarray(pts, dtype=np.float32)[np.argmin(((centre - settings.image_size / 2) ** 2).sum(1))]
             true = truth[start + j]
             iod = np.linalg.norm(true[1] - true[0])
             good += np.linalg.norm(chosen - true, axis=1).max() <= 0.15 * iod
@@ -142,8 +144,7 @@ def test_raw_pixel_baseline_is_at_most_lfw_level(tmp_path):
     render_set(tmp_path / "lfw", "lfw", settings)
     write_pairs(tmp_path / "lfw", tmp_path / "pairs.txt", settings.lfw_pairs_per_fold, settings.seed)
     paths, first, second, issame = pair_images(tmp_path / "lfw", tmp_path / "pairs.txt")
-    align = AlignSettings(min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709, batch_size=64,
-                          on_failure="resize")
+    align = settings_from_dict(AlignSettings, DEFAULT["alignment"], "alignment")
     aligned = align_images([read_rgb(p) for p in paths], align, make_detector(align))
     gray = np.stack([r.image.astype(np.float64).mean(axis=2).ravel() for r in aligned])
     gray /= np.linalg.norm(gray, axis=1, keepdims=True)

@@ -105,11 +105,7 @@ class LdmSettings:
 
 def ldm_settings(values: Mapping[str, Any]) -> LdmSettings:
     """Build `LdmSettings` from `{unet: {...}, autoencoder: {...}, diffusion: {...}, training: {...}}`."""
-    top = settings_from_dict(LdmSettings, values, "ldm")
-    return LdmSettings(unet=dict(top.unet),
-                       autoencoder=settings_from_dict(VQConfig, top.autoencoder, "ldm.autoencoder"),
-                       diffusion=settings_from_dict(DiffusionSettings, top.diffusion, "ldm.diffusion"),
-                       training=settings_from_dict(LdmTrainingSettings, top.training, "ldm.training"))
+    return settings_from_dict(LdmSettings, values, "ldm")
 
 
 def _check_settings(tr: LdmTrainingSettings, world: int) -> None:
