@@ -17,6 +17,7 @@ import torch
 
 from .autoencoder import load_decoder
 from .embeddings import EmbeddingSettings, embed_images
+from .evaluation import separability
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
 from .io import load_matrix, save_matrix
 from .models.vq import VQConfig
@@ -39,10 +40,10 @@ def context_ids(count: int) -> list[str]:
 
 
 def l2_normalize(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    if np.any(norms == 0):
+    """Unit rows as float32 (the evaluation's normalisation), refusing a zero row: it names no identity."""
+    if not np.all(np.any(matrix != 0, axis=1)):
         raise ValueError("a context vector has zero norm and cannot be normalised")
-    return (matrix / norms).astype(np.float32)
+    return separability.l2_normalize(matrix, np.float32)
 
 
 def uniform_contexts(count: int, dim: int, seed: int) -> np.ndarray:
