@@ -8,7 +8,6 @@ embedding is `normalise(f(x) + f(hflip(x)))` as in the insightface evaluation pr
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import save_state
+from .data.download import file_digests
 from .io import UnreadableImage, atomic_path, list_images, read_rgb, save_matrix
 from .models.iresnet import BackboneSpec
 from .progress import progress
@@ -106,14 +106,6 @@ def image_names(root: Path, paths: Sequence[Path]) -> list[str]:
     return names
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.PathLike, out_npz: str | os.PathLike,
                        manifest_csv: str | os.PathLike, settings: EmbeddingSettings, *, threads: int,
                        device: str) -> None:
@@ -156,7 +148,7 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
     if not kept_names:
         raise ValueError(f"none of the {len(paths)} images under {root} could be read; see {manifest_csv}")
     save_matrix(out_npz, kept_names, np.concatenate(rows), backbone_path=str(Path(backbone_path).resolve()),
-                backbone_sha256=file_sha256(backbone_path), arch=settings.arch, num_features=settings.num_features,
+                backbone_sha256=file_digests(backbone_path).sha256, arch=settings.arch, num_features=settings.num_features,
                 base_width=settings.base_width, flip_sum=settings.flip_sum, input_size=settings.input_size,
                 image_dir=str(root.resolve()))
 

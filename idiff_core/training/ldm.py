@@ -39,7 +39,8 @@ from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
-from ..embeddings import file_sha256, image_names
+from ..data.download import file_digests
+from ..embeddings import image_names
 from ..io import atomic_path, list_images, load_matrix, read_rgb, write_png
 from ..models.unet import UNet
 from ..models.vq import VQConfig
@@ -193,7 +194,7 @@ def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.Pat
 def latent_cache_key(encoder_path: str | os.PathLike, paths: Sequence[Path]) -> str:
     """Short SHA-256 of the encoder file and of the image list (names, sizes, modification times)."""
     listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    payload = json.dumps({"encoder": file_sha256(encoder_path), "images": listing})
+    payload = json.dumps({"encoder": file_digests(encoder_path).sha256, "images": listing})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
