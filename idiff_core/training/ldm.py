@@ -41,7 +41,8 @@ from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
 from ..data.download import file_digests
 from ..embeddings import image_names
-from ..io import atomic_path, list_images, load_matrix, read_rgb, write_png
+from ..evaluation.plots import save_image_grid
+from ..io import atomic_path, list_images, load_matrix, read_rgb
 from ..models.unet import UNet
 from ..models.vq import VQConfig
 from ..progress import progress
@@ -411,18 +412,6 @@ class _LossLog:
         self.handle.close()
 
 
-def _grid(images: np.ndarray, columns: int, padding: int = 2) -> np.ndarray:
-    """Tile (N, H, W, 3) uint8 images into one image, row by row, on a white background."""
-    n, h, w, _ = images.shape
-    rows = -(-n // columns)
-    grid = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, 3), 255, np.uint8)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        y, x = padding + r * (h + padding), padding + c * (w + padding)
-        grid[y:y + h, x:x + w] = image
-    return grid
-
-
 class _Preview:
     """DDIM samples of the EMA model for fixed noise and fixed training contexts, decoded to a grid."""
 
@@ -439,8 +428,8 @@ class _Preview:
     def write(self, path: Path, ema: nn.Module, schedule: DiffusionSchedule) -> None:
         latents = sample(make_eps_fn(ema, self.contexts), self.x_T, schedule, method="ddim",
                          steps=self.sampling_steps, eta=0.0)
-        images = decode_latents(self.decoder, latents, batch_size=len(latents), device=self.device)
-        write_png(path, _grid(np.asarray(images), columns=min(8, len(images))))
+        images = list(decode_latents(self.decoder, latents, batch_size=len(latents), device=self.device))
+        save_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
 
 
 def _fingerprint(settings: LdmSettings, data_key: str) -> dict[str, Any]:
