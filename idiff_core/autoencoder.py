@@ -235,6 +235,13 @@ def decode_latents(decoder: VQDecoder, latents: torch.Tensor, batch_size: int,
                                for s in range(0, len(latents), batch_size)])
 
 
+def codebook_range(decoder: VQDecoder) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (low, high) of the decoder's codebook, shaped (1, C, 1, 1): the box every latent is
+    quantised into on decoding, and so where a sampler may clip its clean-latent predictions."""
+    codes = decoder.quantize.embedding.weight.detach()
+    return codes.min(0).values.view(1, -1, 1, 1), codes.max(0).values.view(1, -1, 1, 1)
+
+
 # ---------------------------------------------------------------------------------------- training
 
 def _load_image_folder(image_dir: str | os.PathLike, side_multiple: int) -> tuple[list[str], torch.Tensor]:

@@ -218,18 +218,19 @@ def bench_sampling(opts: Options) -> list[Row]:
         elif trained:
             note += f"; no identity consistency ({'no embedder ' + str(opts.backbone) if conditional else 'unconditional'})"
         seeds = [derive_seed(seed, "bench_sampling", i) for i in range(n_images)]
+        clip_x0 = bool(opts.config["sampling"]["sampler"]["clip_x0"])
         rows = []
         for method, steps in SAMPLERS:
             steps = min(steps, schedule.n_steps)  # quick mode's stand-in has T = 50: its ddpm runs 50 steps
-            sampler = SamplerSettings(method, steps, 0.0, None, n_images)
+            sampler = SamplerSettings(method, steps, 0.0, None, n_images, clip_x0)
             _synchronize(opts.device)
             start = time.perf_counter()
             images = generate(unet, schedule, decoder, torch.from_numpy(contexts) if conditional else None, seeds,
                               latent_shape_of(vq, image_size), sampler, opts.device)
             _synchronize(opts.device)
             seconds = time.perf_counter() - start
-            row = {"case": f"{method}-{steps}", "method": method, "steps": steps, "images": n_images,
-                   "image_size": image_size, "seconds": seconds, "images_per_s": n_images / seconds,
+            row = {"case": f"{method}-{steps}", "method": method, "steps": steps, "clip_x0": clip_x0,
+                   "images": n_images, "image_size": image_size, "seconds": seconds, "images_per_s": n_images / seconds,
                    "generator": str(generator) if trained else "", "note": note,
                    "identity_cosine": "", "identity_cosine_other": ""}
             if embedder is not None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .autoencoder import decode_latents
+from .autoencoder import codebook_range, decode_latents
 from .diffusion.samplers import draw_noise, make_eps_fn, sample
 from .checkpoint import save_state
 from .diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
@@ -23,13 +23,18 @@ from .models.vq import VQConfig, VQDecoder
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """How to run the reverse process: `ddpm` (the paper: all T steps), `ddim` or `dpmsolver++`."""
+    """How to run the reverse process: `ddpm` (the paper: all T steps), `ddim` or `dpmsolver++`.
+
+    `clip_x0`: clamp each clean-latent prediction to the decoder codebook's range (off in the paper;
+    it rescues short-trained generators, whose samples otherwise leave the data at the first step).
+    """
 
     method: str
     steps: int | None
     eta: float
     guidance_scale: float | None
     batch_size: int
+    clip_x0: bool = False
 
 
 def latent_shape_of(vq_config: VQConfig, image_size: int) -> tuple[int, int, int]:
@@ -56,13 +61,14 @@ def generate(unet: UNet, schedule: DiffusionSchedule, decoder: VQDecoder, contex
     if contexts is not None and len(contexts) != len(seeds):
         raise ValueError(f"{len(contexts)} contexts for {len(seeds)} seeds")
     steps = None if sampler.method == "ddpm" else sampler.steps
+    x0_range = tuple(bound.to(device) for bound in codebook_range(decoder)) if sampler.clip_x0 else None
     images = []
     for start in range(0, len(seeds), sampler.batch_size):
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + sampler.batch_size]]
         x_T = draw_noise(generators, latent_shape, device)
         context = None if contexts is None else contexts[start:start + sampler.batch_size].to(device)
         eps_fn = make_eps_fn(unet, context, sampler.guidance_scale)
-        latents = sample(eps_fn, x_T, schedule, sampler.method, steps, sampler.eta, generators)
+        latents = sample(eps_fn, x_T, schedule, sampler.method, steps, sampler.eta, generators, x0_range=x0_range)
         images.append(decode_latents(decoder, latents, sampler.batch_size, device))
     return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 

@@ -142,9 +142,12 @@ def experiment_row(model):
                 "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
                 "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
                 "backbone": str(fr_backbone(model)["arch"])}
-    source = "face-world labelled images" if model == "real_reference" else "stand-in embedder"
-    return {"experiment": model, "generator": "", "condition": "", "cpd": "", "contexts": source,
-            "identities": "", "images_per_identity": "", "augmentation": "",
+    real = model == "real_reference"
+    train = config["fr"]["train"]
+    return {"experiment": model, "generator": "", "condition": "", "cpd": "",
+            "contexts": "face-world labelled images" if real else "stand-in embedder",
+            "identities": train["width"] if real else None,  # None (empty): every identity / image
+            "images_per_identity": train["depth"] if real else None, "augmentation": "",
             "backbone": str(evaluated_model(model)["model"]["arch"])}
 
 

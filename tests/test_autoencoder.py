@@ -172,6 +172,12 @@ def test_train_kill_resume_split_and_roundtrip(tmp_path, monkeypatch):
         direct = direct.clamp(-1, 1).add(1).div(2).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
     assert np.array_equal(decoded, direct.numpy())
 
+    # the sampler's clipping box is the codebook's per-channel extent
+    low, high = ae.codebook_range(decoder)
+    codes = decoder.quantize.embedding.weight.detach()
+    assert low.shape == high.shape == (1, 3, 1, 1)
+    assert torch.equal(low.flatten(), codes.min(0).values) and torch.equal(high.flatten(), codes.max(0).values)
+
 
 def test_random_crops_are_seeded_windows_of_each_image():
     yy, xx = torch.meshgrid(torch.arange(16), torch.arange(12), indexing="ij")

@@ -112,7 +112,8 @@ def test_sampling_scores_identity_consistency_of_a_given_generator(tmp_path):
     override = tmp_path / "tiny.yaml"
     override.write_text(yaml.safe_dump({"ldm": {"unet": bench.TINY_UNET}, "generators": {"ca_cpd25": {"unet": {}}},
                                         "autoencoder": {"model": bench.TINY_VQ}, "data": {"world": {"image_size": 32}},
-                                        "embedder": {"model": {"arch": [1, 1, 1, 1], "base_width": 16, "input_size": 112}}}))
+                                        "embedder": {"model": {"arch": [1, 1, 1, 1], "num_features": 512, "base_width": 16,
+                                                              "input_size": 112}}}))
     args = _args(tmp_path, "--quick", "--only", "sampling", "--configfile", str(override),
                  "--generator", str(generator), "--decoder", str(decoder),
                  "--contexts", str(tmp_path / "contexts.npz"), "--backbone", str(tmp_path / "backbone.pt"))

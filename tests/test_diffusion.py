@@ -221,3 +221,24 @@ def test_ancestral_sampler_produces_the_data_variance():
     out = sample(_gaussian_eps_fn(schedule), x_T, schedule, "ddpm", generators=gens)
     assert abs(out.var().item() / DATA_STD ** 2 - 1) < 0.05
     assert abs(out.mean().item()) < 0.02
+
+
+@pytest.mark.parametrize("method,steps", [("ddpm", None), ("ddim", 10), ("dpmsolver++", 10)])
+def test_clipping_x0_bounds_samples_and_is_a_no_op_inside_the_range(method, steps):
+    schedule = DiffusionSchedule.create(1000, "linear")
+    gens = _generators(range(8))
+    x_T = draw_noise(gens, (1, 4, 4), "cpu")
+    exact = _gaussian_eps_fn(schedule)
+    wide = (torch.tensor(-100.0), torch.tensor(100.0))
+
+    def run(eps_fn, x0_range=None):
+        return sample(eps_fn, x_T, schedule, method, steps, generators=_generators(range(8)), x0_range=x0_range)
+
+    # a range the predictions never reach changes nothing
+    assert torch.allclose(run(exact, wide), run(exact), atol=1e-5)
+    # a range inside the data's is enforced on every sample (the last step returns the clipped x0)
+    low, high = torch.full((1, 1, 1, 1), -0.5 * DATA_STD), torch.full((1, 1, 1, 1), 0.5 * DATA_STD)
+    assert run(exact).abs().max() > DATA_STD
+    clipped = run(exact, (low, high))
+    assert clipped.min() >= low.item() - 1e-5 and clipped.max() <= high.item() + 1e-5
+    assert (clipped.abs() > 0.45 * DATA_STD).any()  # samples reach the bounds rather than collapsing to 0

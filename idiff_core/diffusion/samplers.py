@@ -83,9 +83,22 @@ def _ddim_update(x: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_prev: float
     return x_prev if z is None or sigma == 0 else x_prev + sigma * z
 
 
+def clip_eps(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float,
+             x0_range: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The eps whose clean-latent prediction is the model's, clamped to `x0_range` = (low, high).
+
+    Pixel-space DDPM clips x0 to [-1, 1] ("clip_denoised"); this is the same for latents. Early in
+    training the eps error at large t, divided by sqrt(alpha_bar) ~ 0.006, throws x0 far off the data
+    and the trajectory never returns; clamping keeps every sampler on it.
+    """
+    x0 = ((x - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5).clamp(*x0_range)
+    return (x - alpha_bar ** 0.5 * x0) / (1 - alpha_bar) ** 0.5
+
+
 def sample(eps_fn: EpsFn, x_T: torch.Tensor, schedule: DiffusionSchedule, method: str = "ddpm",
            steps: int | None = None, eta: float = 0.0,
-           generators: Sequence[torch.Generator] | None = None, progress: bool = False) -> torch.Tensor:
+           generators: Sequence[torch.Generator] | None = None, progress: bool = False,
+           x0_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Run the reverse process from `x_T` to a clean latent.
 
     method `ddpm`: the paper's ancestral sampler over all T steps (`steps` must be None or T);
@@ -93,6 +106,8 @@ def sample(eps_fn: EpsFn, x_T: torch.Tensor, schedule: DiffusionSchedule, method
     `dpmsolver++`: DPM-Solver++(2M), multistep second order, `steps` steps, deterministic.
     `generators` (one per batch element) are required whenever noise is drawn (ddpm; ddim, eta > 0).
     `eps_fn(x, t)` gets the int64 step tensor `t` of shape (B,) on x's device.
+    `x0_range` (low, high), broadcastable to x: clamp every clean-latent prediction (`clip_eps`);
+    None (the paper) leaves them as the model makes them.
     """
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {SAMPLING_METHODS}")
@@ -120,6 +135,8 @@ def sample(eps_fn: EpsFn, x_T: torch.Tensor, schedule: DiffusionSchedule, method
         t_prev = timesteps[k + 1] if k + 1 < len(timesteps) else None
         t_tensor = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         eps = eps_fn(x, t_tensor).to(x.dtype)
+        if x0_range is not None:
+            eps = clip_eps(x, eps, _alpha_bar(schedule, t), x0_range)
         if method == "ddpm":
             x = ddpm_step(schedule, x, eps, t, noise() if t > 1 else None)
         elif method == "ddim":

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..autoencoder import decode_latents, encode_images, load_decoder, load_encoder
+from ..autoencoder import codebook_range, decode_latents, encode_images, load_decoder, load_encoder
 from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
@@ -413,11 +413,16 @@ class _LossLog:
 
 
 class _Preview:
-    """DDIM samples of the EMA model for fixed noise and fixed training contexts, decoded to a grid."""
+    """DDIM samples of the EMA model for fixed noise and fixed training contexts, decoded to a grid.
+
+    Clean-latent predictions are clipped to the codebook's range (`clip_eps`), so the grid shows
+    what the model has learnt from the first previews on rather than its early large-t error.
+    """
 
     def __init__(self, decoder_path: str | os.PathLike, autoencoder: VQConfig, contexts: torch.Tensor | None,
                  count: int, latent_shape: Sequence[int], sampling_steps: int, seed: int, device: torch.device):
         self.decoder = load_decoder(decoder_path, autoencoder)
+        self.x0_range = tuple(bound.to(device) for bound in codebook_range(self.decoder))
         self.contexts = None if contexts is None else contexts[:count].to(device)
         count = count if contexts is None else len(self.contexts)
         self.x_T = torch.randn((count, *latent_shape),
@@ -427,7 +432,7 @@ class _Preview:
     @torch.no_grad()
     def write(self, path: Path, ema: nn.Module, schedule: DiffusionSchedule) -> None:
         latents = sample(make_eps_fn(ema, self.contexts), self.x_T, schedule, method="ddim",
-                         steps=self.sampling_steps, eta=0.0)
+                         steps=self.sampling_steps, eta=0.0, x0_range=self.x0_range)
         images = list(decode_latents(self.decoder, latents, batch_size=len(latents), device=self.device))
         save_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
 
