@@ -61,7 +61,7 @@ def generate(unet: UNet, schedule: DiffusionSchedule, decoder: VQDecoder, contex
     if contexts is not None and len(contexts) != len(seeds):
         raise ValueError(f"{len(contexts)} contexts for {len(seeds)} seeds")
     steps = None if sampler.method == "ddpm" else sampler.steps
-    x0_range = tuple(bound.to(device) for bound in codebook_range(decoder)) if sampler.clip_x0 else None
+    x0_range = codebook_range(decoder) if sampler.clip_x0 else None
     images = []
     for start in range(0, len(seeds), sampler.batch_size):
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + sampler.batch_size]]

@@ -106,8 +106,8 @@ def sample(eps_fn: EpsFn, x_T: torch.Tensor, schedule: DiffusionSchedule, method
     `dpmsolver++`: DPM-Solver++(2M), multistep second order, `steps` steps, deterministic.
     `generators` (one per batch element) are required whenever noise is drawn (ddpm; ddim, eta > 0).
     `eps_fn(x, t)` gets the int64 step tensor `t` of shape (B,) on x's device.
-    `x0_range` (low, high), broadcastable to x: clamp every clean-latent prediction (`clip_eps`);
-    None (the paper) leaves them as the model makes them.
+    `x0_range` (low, high), broadcastable to x (moved to its device): clamp every clean-latent
+    prediction (`clip_eps`); None (the paper) leaves them as the model makes them.
     """
     if method not in SAMPLING_METHODS:
         raise ValueError(f"unknown sampling method {method!r}; expected one of {SAMPLING_METHODS}")
@@ -128,6 +128,8 @@ def sample(eps_fn: EpsFn, x_T: torch.Tensor, schedule: DiffusionSchedule, method
     def noise() -> torch.Tensor:
         return draw_noise(generators, x_T.shape[1:], x_T.device, x_T.dtype)
 
+    if x0_range is not None:
+        x0_range = tuple(bound.to(x_T.device, x_T.dtype) for bound in x0_range)
     x = x_T
     previous_x0: torch.Tensor | None = None
     iterator = progress_bar(timesteps, desc=f"{method} sampling", unit="step") if progress else timesteps

@@ -422,7 +422,7 @@ class _Preview:
     def __init__(self, decoder_path: str | os.PathLike, autoencoder: VQConfig, contexts: torch.Tensor | None,
                  count: int, latent_shape: Sequence[int], sampling_steps: int, seed: int, device: torch.device):
         self.decoder = load_decoder(decoder_path, autoencoder)
-        self.x0_range = tuple(bound.to(device) for bound in codebook_range(self.decoder))
+        self.x0_range = codebook_range(self.decoder)
         self.contexts = None if contexts is None else contexts[:count].to(device)
         count = count if contexts is None else len(self.contexts)
         self.x_T = torch.randn((count, *latent_shape),
