@@ -4,6 +4,9 @@ Each image is searched by facenet-pytorch's MTCNN (batched `detect`, never `mtcn
 under numpy 2 when an image has no face); the face whose box centre is nearest the image centre is
 mapped by a least-squares similarity transform of its 5 landmarks onto the 112x112 ArcFace template.
 An image without a face is resized to 112 (the paper's fallback) or dropped, as the settings say.
+
+facenet-pytorch is imported by `make_detector` alone: it imports torchvision, which loads
+torch._dynamo (~4 s per job), and the manifest helpers here are also used by jobs that detect nothing.
 """
 
 from __future__ import annotations
@@ -16,18 +19,20 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from facenet_pytorch import MTCNN
 
 from idiff_core.data.download import link_or_copy
 from idiff_core.io import UnreadableImage, atomic_path, list_images, read_rgb, write_png
 from idiff_core.progress import progress
 from idiff_core.runtime import resolve_device, set_threads
+
+if TYPE_CHECKING:
+    from facenet_pytorch import MTCNN
 
 ALIGNED_SIZE = 112
 # ArcFace 112x112 template (left eye, right eye, nose, left mouth corner, right mouth corner), x, y.
@@ -90,6 +95,8 @@ class AlignResult:
 
 def make_detector(settings: AlignSettings, device: torch.device | str = "cpu") -> MTCNN:
     """MTCNN with the release's constructor choices (all faces kept, no post-processing, largest first)."""
+    from facenet_pytorch import MTCNN
+
     return MTCNN(keep_all=True, post_process=False, select_largest=True, min_face_size=settings.min_face_size,
                  thresholds=list(settings.thresholds), factor=settings.factor,
                  device=resolve_device(str(device))).eval()
@@ -278,8 +285,10 @@ def read_manifest(path: str | os.PathLike) -> list[dict]:
 
 
 def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest_csv: str | os.PathLike,
-                 settings: AlignSettings, *, state_dir: str | os.PathLike, threads: int, device: str) -> list[dict]:
-    """Align every image under `in_dir` into `out_dir` (same tree, `.png`) and write the manifest.
+                 settings: AlignSettings, *, state_dir: str | os.PathLike, threads: int, device: str,
+                 only: Sequence[str | os.PathLike] | None = None) -> list[dict]:
+    """Align every image under `in_dir` (or only those `only` lists, as paths relative to `in_dir`)
+    into `out_dir` (same tree, `.png`) and write the manifest.
 
     Resumable: images are aligned into `state_dir` and listed in its `.align_journal.jsonl` (one JSON
     line per image, appended after its output is written), so a rerun after a kill skips them; the
@@ -292,6 +301,12 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
         raise FileNotFoundError(f"alignment input folder {in_dir} does not exist")
     set_threads(threads)
     relatives = [p.relative_to(in_dir).as_posix() for p in list_images(in_dir)]
+    if only is not None:
+        chosen = {Path(p).as_posix() for p in only}
+        missing = sorted(chosen.difference(relatives))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} image(s) to align are not in {in_dir} (first: {missing[:3]})")
+        relatives = [r for r in relatives if r in chosen]
     outputs: dict[str, str] = {}
     for relative in relatives:
         clash = outputs.setdefault(output_name(relative), relative)

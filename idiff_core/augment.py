@@ -5,6 +5,9 @@ single fixed magnitude bin for every op, each op draws its own bin uniformly fro
 1..`max_magnitude` (of `num_bins` bins), and signed ops flip the sign with probability 0.5.
 Op list and magnitude ranges are torchvision's RandAugment space. All randomness comes from an
 explicit torch.Generator, so a sample's augmentation depends only on its seed.
+
+torchvision is imported only by the RandAugment ops: importing it loads torch._dynamo (~4 s per job),
+which flip-only training does not need.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torchvision.transforms.functional as TF
-from torchvision.transforms import InterpolationMode
 
 RANDAUGMENT_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
                    "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
@@ -66,6 +67,9 @@ def draw_ops(spec: RandAugmentSpec, generator: torch.Generator, height: int, wid
 
 def apply_op(image: torch.Tensor, op: str, magnitude: float) -> torch.Tensor:
     """Apply one op to a uint8 CHW tensor (nearest interpolation, black fill, as torchvision's default)."""
+    import torchvision.transforms.functional as TF
+    from torchvision.transforms import InterpolationMode
+
     nearest = InterpolationMode.NEAREST
     if op in ("ShearX", "ShearY"):
         angle = math.degrees(math.atan(magnitude))
@@ -102,7 +106,7 @@ def augment_face(image: torch.Tensor, generator: torch.Generator, randaugment: R
                  flip_probability: float = 0.5) -> torch.Tensor:
     """Random horizontal flip, then (if given) the RandAugment variant, on a uint8 CHW tensor."""
     if float(torch.rand((), generator=generator)) < flip_probability:
-        image = TF.hflip(image)
+        image = image.flip(-1)
     if randaugment is not None:
         _, height, width = image.shape
         for op, magnitude in draw_ops(randaugment, generator, height, width):

@@ -218,11 +218,12 @@ def bench_sampling(opts: Options) -> list[Row]:
         elif trained:
             note += f"; no identity consistency ({'no embedder ' + str(opts.backbone) if conditional else 'unconditional'})"
         seeds = [derive_seed(seed, "bench_sampling", i) for i in range(n_images)]
-        clip_x0 = bool(opts.config["sampling"]["sampler"]["clip_x0"])
+        configured = opts.config["sampling"]["sampler"]
+        clip_x0 = bool(configured["clip_x0"])
         rows = []
         for method, steps in SAMPLERS:
             steps = min(steps, schedule.n_steps)  # quick mode's stand-in has T = 50: its ddpm runs 50 steps
-            sampler = SamplerSettings(method, steps, 0.0, None, n_images, clip_x0)
+            sampler = SamplerSettings(method, steps, 0.0, None, n_images, clip_x0, configured["decode_batch_size"])
             _synchronize(opts.device)
             start = time.perf_counter()
             images = generate(unet, schedule, decoder, torch.from_numpy(contexts) if conditional else None, seeds,

@@ -27,6 +27,8 @@ class SamplerSettings:
 
     `clip_x0`: clamp each clean-latent prediction to the decoder codebook's range (off in the paper;
     it rescues short-trained generators, whose samples otherwise leave the data at the first step).
+    `decode_batch_size`: latents decoded per chunk (None: `batch_size`). The UNet is fastest on large
+    batches, the decoder's full-resolution activations on small ones (on CPU: 42 img/s at 8, 26 at 64).
     """
 
     method: str
@@ -35,6 +37,7 @@ class SamplerSettings:
     guidance_scale: float | None
     batch_size: int
     clip_x0: bool = False
+    decode_batch_size: int | None = None
 
 
 def latent_shape_of(vq_config: VQConfig, image_size: int) -> tuple[int, int, int]:
@@ -69,7 +72,7 @@ def generate(unet: UNet, schedule: DiffusionSchedule, decoder: VQDecoder, contex
         context = None if contexts is None else contexts[start:start + sampler.batch_size].to(device)
         eps_fn = make_eps_fn(unet, context, sampler.guidance_scale)
         latents = sample(eps_fn, x_T, schedule, sampler.method, steps, sampler.eta, generators, x0_range=x0_range)
-        images.append(decode_latents(decoder, latents, sampler.batch_size, device))
+        images.append(decode_latents(decoder, latents, sampler.decode_batch_size or sampler.batch_size, device))
     return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 

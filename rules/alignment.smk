@@ -25,7 +25,8 @@ rule align_shard:
 
 
 rule align_real:
-    """Align a set of real faces (the benchmark's images, or the face world's labelled set)."""
+    """Align a set of real faces (the benchmark's images, or the part of the face world's labelled set
+    the real reference trains and validates on)."""
     input:
         images=lambda w: ALIGNED_SOURCES[w.imageset],
     output:
@@ -34,7 +35,7 @@ rule align_real:
     wildcard_constraints:
         imageset="lfw|labelled",
     params:
-        settings=settings(alignment=config["alignment"]),
+        settings=lambda w: settings(alignment=config["alignment"], subset=aligned_subset(w.imageset)),
         state=lambda w: f"results/state/aligned/real/{w.imageset}",
         device=config["device"],
     log:

@@ -161,6 +161,16 @@ EMBEDDED_IMAGES = {"ffhq": "results/data/ffhq", "lfw": "results/data/lfw/images"
 ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}
 
 
+def aligned_subset(imageset):
+    """What of a real set to align: of the labelled set, only what the real reference trains and
+    validates on (fr.train's width, depth and val_identities; 68 of 300 identities at the default);
+    a benchmark whole (None)."""
+    if imageset != "labelled":
+        return None
+    train = config["fr"]["train"]
+    return {key: train[key] for key in ("width", "depth", "val_identities")}
+
+
 # ---- .bin benchmarks, LFW-context experiment, report figures (rules/evaluation.smk, rules/report.smk)
 
 EVALUATED_MODELS = list(EXPERIMENTS) + REFERENCE_MODELS

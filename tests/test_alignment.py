@@ -179,6 +179,19 @@ def test_failure_policy_and_unreadable_files(tmp_path, policy):
         assert resized.shape == (112, 112, 3) and abs(int(resized.mean()) - 128) <= 2
 
 
+def test_only_the_listed_images_are_aligned(tmp_path):
+    _odd_inputs(tmp_path / "in")
+    chosen = ["person_a/0.png", Path("person_b") / "3.jpg"]
+    records = align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m.csv", settings(), threads=2,
+                           state_dir=tmp_path / "state", device="cpu", only=chosen)
+    assert [r["path"] for r in records] == ["person_a/0.png", "person_b/3.jpg"]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == [
+        "person_a/0.png", "person_b/3.png"]
+    with pytest.raises(FileNotFoundError, match="person_c/9.png"):
+        align_folder(tmp_path / "in", tmp_path / "out2", tmp_path / "m2.csv", settings(), threads=2,
+                     state_dir=tmp_path / "state", device="cpu", only=["person_c/9.png"])
+
+
 def test_resume_skips_finished_images(tmp_path, monkeypatch):
     _odd_inputs(tmp_path / "in")
     first = settings(batch_size=3)

@@ -15,8 +15,8 @@ from idiff_core.checkpoint import load_state
 from idiff_core.io import write_png
 from idiff_core.models.iresnet import iresnet
 from idiff_core.settings import settings_from_dict
-from idiff_core.training.fr import (STATE_FILE, FRTrainingSettings, build_validation, measure_fr_throughput,
-                                    split_identities, train_fr)
+from idiff_core.training.fr import (STATE_FILE, FaceTrainingSet, FRTrainingSettings, build_validation,
+                                    images_read, measure_fr_throughput, split_identities, train_fr)
 
 TINY = {
     "seed": 3, "arch": [1, 1, 1, 1], "num_features": 16, "base_width": 8, "input_size": 112, "dropout": 0.4, "head": "cosface",
@@ -61,6 +61,22 @@ def test_split_holds_out_last_identities_and_limits_width_depth(tmp_path):
     assert set(train.identities).isdisjoint(val.identities)
     with pytest.raises(ValueError, match="only 4 left"):
         split_identities(root, width=5, depth=None, val_identities=2)
+    assert [p.as_posix() for p in images_read(root, width=1, depth=2, val_identities=1)] == [
+        "id000/00.png", "id000/01.png", "id005/00.png", "id005/01.png"]
+
+
+def test_preloaded_faces_give_the_same_samples_as_read_per_epoch(tmp_path):
+    train, _ = split_identities(make_face_folder(tmp_path / "data", identities=3, images=2), None, None, 0)
+    spec = RandAugmentSpec(4, 31, 16)
+    preloaded = FaceTrainingSet(train, 5, spec, input_size=24)
+    read = FaceTrainingSet(train, 5, spec, input_size=24, preload_bytes=0)
+    assert preloaded.faces is not None and read.faces is None
+    for epoch in (0, 1):
+        preloaded.epoch = read.epoch = epoch
+        for i in range(len(train.paths)):
+            (a, label_a), (b, label_b) = preloaded[i], read[i]
+            assert torch.equal(a, b) and label_a == label_b
+    assert torch.equal(preloaded.faces[0], FaceTrainingSet(train, 5, spec, 24).faces[0])  # augmentation copies
 
 
 def test_validation_pairs_are_balanced_and_seeded(tmp_path):

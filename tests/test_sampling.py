@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from idiff_core.autoencoder import decode_latents
 from idiff_core.checkpoint import save_state
 from idiff_core.contexts import ContextSettings, context_ids, real_contexts, uniform_contexts, write_contexts
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
@@ -42,9 +45,10 @@ def generator_files(tmp_path_factory) -> dict:
     return {"generator": root / "ema.ckpt", "decoder": root / "decoder.pt", "contexts": root / "contexts.npz"}
 
 
-def settings(shards: int, method: str = "ddim", steps: int | None = 4) -> SamplingSettings:
+def settings(shards: int, method: str = "ddim", steps: int | None = 4,
+             decode_batch_size: int | None = None) -> SamplingSettings:
     return SamplingSettings(sampler=SamplerSettings(method=method, steps=steps, eta=0.5, guidance_scale=None,
-                                                    batch_size=4),
+                                                    batch_size=4, decode_batch_size=decode_batch_size),
                             images_per_identity=2, identities=5, seed=7, shards=shards)
 
 
@@ -57,6 +61,10 @@ def run_shards(files: dict, root: Path, sampling: SamplingSettings) -> dict[str,
                      root / "state" / f"shard{shard}", sampling, image_size=IMAGE_SIZE, shard=shard, device="cpu")
         images.update({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")})
     return images
+
+
+def read_rgb_bytes(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def test_units_partition_identities_whatever_the_shard_count():
@@ -81,6 +89,24 @@ def test_one_shard_and_three_shards_give_identical_images(generator_files, tmp_p
     assert identities == set(context_ids(5))
     # images differ between identities and between images of one identity
     assert len(set(one.values())) == len(one)
+
+
+def test_decoding_in_smaller_chunks_gives_identical_images(generator_files, tmp_path, monkeypatch):
+    import idiff_core.generation as generation
+
+    whole = run_shards(generator_files, tmp_path / "whole", settings(1))
+    chunks = []
+
+    def recording(decoder, latents, batch_size, device):
+        chunks.append(batch_size)
+        return decode_latents(decoder, latents, batch_size, device)
+    monkeypatch.setattr(generation, "decode_latents", recording)
+    chunked = run_shards(generator_files, tmp_path / "chunked", settings(1, decode_batch_size=1))
+    assert set(chunks) == {1} and chunked.keys() == whole.keys()
+    # the same images; a chunk size may change float summation order, so a pixel may round the other way
+    for name in whole:
+        diff = np.abs(read_rgb_bytes(chunked[name]).astype(int) - read_rgb_bytes(whole[name]))
+        assert diff.max() <= 1 and diff.mean() < 0.01, name
 
 
 def test_killed_shard_resumes_without_duplicates(generator_files, tmp_path, monkeypatch):

@@ -84,6 +84,12 @@ def test_fr_change_reruns_fr_training_and_evaluation_only(smoke_run, tmp_path):
         "train_fr": 2, "eval_lfw": 2, "lfw_table": 1}
 
 
+def test_real_reference_width_change_realigns_the_labelled_set(smoke_run, tmp_path):
+    """The labelled set is aligned only where the real reference trains: its width picks that part."""
+    assert rerun_after(smoke_run, tmp_path, "fr:\n  train:\n    width: 4\n") == {
+        "align_real": 1, "train_fr": 1, "eval_lfw": 1, "lfw_table": 1}
+
+
 def test_ldm_learning_rate_change_reruns_from_ldm_training_on(smoke_run, tmp_path):
     """The generator and all that its samples feed; not the autoencoder, embedder, world,
     contexts, or the real_reference and embedder rows."""
