@@ -11,9 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """`snakemake` on the smoke config (plus `configfiles`) in `workdir`; targets go in `args`."""
+    """`snakemake` on the smoke config (plus `configfiles`) in `workdir`; targets go in `args`.
+
+    One thread per job: the smoke jobs are too small to gain from two, so two run side by side.
+    """
     configs = [str(REPO / "config" / "smoke.yaml"), *configfiles]
-    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--max-threads", "1",
+                           "-s", str(REPO / "Snakefile"),
                            "--directory", str(workdir), *args, "--configfile", *configs],
                           cwd=REPO, capture_output=True, text=True, timeout=1800)
 
