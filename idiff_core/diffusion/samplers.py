@@ -75,9 +75,14 @@ def _alpha_bar(schedule: DiffusionSchedule, t: int | None) -> float:
     return 1.0 if t is None else float(schedule.alpha_bars[t].item())
 
 
+def _predict_x0(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.Tensor:
+    """The clean latent x_t implies with noise eps: (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar)."""
+    return (x - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5
+
+
 def _ddim_update(x: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_prev: float, eta: float,
                  z: torch.Tensor | None) -> torch.Tensor:
-    x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
+    x0 = _predict_x0(x, eps, ab_t)
     sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)) ** 0.5
     x_prev = ab_prev ** 0.5 * x0 + max(1 - ab_prev - sigma ** 2, 0.0) ** 0.5 * eps
     return x_prev if z is None or sigma == 0 else x_prev + sigma * z
@@ -91,7 +96,7 @@ def clip_eps(x: torch.Tensor, eps: torch.Tensor, alpha_bar: float,
     training the eps error at large t, divided by sqrt(alpha_bar) ~ 0.006, throws x0 far off the data
     and the trajectory never returns; clamping keeps every sampler on it.
     """
-    x0 = ((x - (1 - alpha_bar) ** 0.5 * eps) / alpha_bar ** 0.5).clamp(*x0_range)
+    x0 = _predict_x0(x, eps, alpha_bar).clamp(*x0_range)
     return (x - alpha_bar ** 0.5 * x0) / (1 - alpha_bar) ** 0.5
 
 
@@ -160,7 +165,7 @@ def _dpmsolver_pp_update(schedule: DiffusionSchedule, x: torch.Tensor, eps: torc
     otherwise, using the x0 prediction of the previous timestep `t_last`.
     """
     ab_t = _alpha_bar(schedule, t)
-    x0 = (x - (1 - ab_t) ** 0.5 * eps) / ab_t ** 0.5
+    x0 = _predict_x0(x, eps, ab_t)
     if t_prev is None:
         return x0, x0
 
