@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from idiff_core.data.download import link_or_copy
-from idiff_core.io import UnreadableImage, atomic_path, list_images, read_rgb, write_png
+from idiff_core.io import UnreadableImage, atomic_path, file_stamp, list_images, read_rgb, write_png
 from idiff_core.progress import progress
 from idiff_core.runtime import resolve_device, set_threads
 
@@ -230,8 +230,9 @@ def _settings_key(settings: AlignSettings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _load_journal(journal: Path, key: str, out_dir: Path) -> dict[str, dict]:
-    """Records of finished images from an earlier run: same settings, and the output still on disk."""
+def _load_journal(journal: Path, keys: dict[str, str], out_dir: Path) -> dict[str, dict]:
+    """Records of finished images from an earlier run: same key (settings and input file, see
+    `align_folder`), and the output still on disk."""
     records: dict[str, dict] = {}
     if not journal.exists():
         return records
@@ -241,7 +242,7 @@ def _load_journal(journal: Path, key: str, out_dir: Path) -> dict[str, dict]:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill
                 continue
-            if record.get("settings") != key:
+            if record.get("key") != keys.get(record.get("path")):
                 continue
             has_output = record["status"] in WRITTEN
             if has_output and not (out_dir / output_name(record["path"])).exists():
@@ -256,9 +257,10 @@ def output_name(relative: str) -> str:
 
 
 def _record(relative: str, key: str, status: str, n_faces: int, prob: float, error: str) -> dict:
+    """One journal line (also a manifest row: the manifest ignores `key`)."""
     return {"path": relative, "identity": Path(relative).parent.name, "status": status,
             "n_faces": n_faces, "prob": None if np.isnan(prob) else round(prob, 6), "error": error,
-            "settings": key}
+            "key": key}
 
 
 def write_manifest(path: str | os.PathLike, records: list[dict]) -> None:
@@ -314,9 +316,12 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
             raise ValueError(f"{clash} and {relative} in {in_dir} would both be written to {output_name(relative)}")
     work = Path(state_dir)
     work.mkdir(parents=True, exist_ok=True)
-    key = _settings_key(settings)
+    # an image is done when aligned with these settings from this very input file: a rerun upstream
+    # rewrites the inputs (new size/mtime), and their old alignments must not be reused
+    settings_key = _settings_key(settings)
+    keys = {r: f"{settings_key}/{file_stamp(in_dir / r)}" for r in relatives}
     journal = work / JOURNAL_NAME
-    done = _load_journal(journal, key, work)
+    done = _load_journal(journal, keys, work)
     todo = [r for r in relatives if r not in done]
     detector = make_detector(settings, device) if todo else None
     with open(journal, "a", encoding="utf-8") as log, \
@@ -330,11 +335,11 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                     images.append(read_rgb(in_dir / relative))
                     readable.append(relative)
                 except UnreadableImage as err:
-                    records.append(_record(relative, key, "unreadable", 0, float("nan"), str(err)))
+                    records.append(_record(relative, keys[relative], "unreadable", 0, float("nan"), str(err)))
             for relative, result in zip(readable, align_images(images, settings, detector)):
                 if result.image is not None:
                     write_png(work / output_name(relative), result.image)
-                records.append(_record(relative, key, result.status, result.n_faces, result.prob, result.error))
+                records.append(_record(relative, keys[relative], result.status, result.n_faces, result.prob, result.error))
             for record in records:
                 if record["status"] not in WRITTEN:  # an output left by a run with other settings must go
                     (work / output_name(record["path"])).unlink(missing_ok=True)

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from .checkpoint import capture_rng, load_state, restore_rng, save_state
-from .io import atomic_path, list_images, read_rgb
+from .io import atomic_path, files_key, list_images, read_rgb
 from .models.vq import VQConfig, VQDecoder, VQEncoder, VQModel
 from .progress import progress
 from .runtime import cpu_channels_last, derive_seed, resolve_device, seed_everything, set_threads
@@ -244,7 +244,7 @@ def codebook_range(decoder: VQDecoder) -> tuple[torch.Tensor, torch.Tensor]:
 
 # ---------------------------------------------------------------------------------------- training
 
-def _load_image_folder(image_dir: str | os.PathLike, side_multiple: int) -> tuple[list[str], torch.Tensor]:
+def _load_image_folder(image_dir: str | os.PathLike, side_multiple: int) -> tuple[list[Path], torch.Tensor]:
     """All images of a folder as one uint8 NHWC tensor; they must share one size divisible by the factor."""
     paths = list_images(image_dir)
     if not paths:
@@ -254,8 +254,7 @@ def _load_image_folder(image_dir: str | os.PathLike, side_multiple: int) -> tupl
     if len(shapes) != 1 or shapes[0][0] % side_multiple or shapes[0][1] % side_multiple:
         raise ValueError(f"autoencoder training needs images of one size divisible by {side_multiple}; "
                          f"{image_dir} has sizes {shapes[:5]}")
-    names = [p.relative_to(image_dir).as_posix() for p in paths]
-    return names, torch.from_numpy(np.stack(arrays))
+    return paths, torch.from_numpy(np.stack(arrays))
 
 
 def _random_crops(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -310,7 +309,7 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
     set_threads(threads)
     dev = resolve_device(device)
     cfg = settings.model
-    names, images = _load_image_folder(image_dir, cfg.downsampling)
+    paths, images = _load_image_folder(image_dir, cfg.downsampling)
     if settings.crop_size > min(images.shape[1:3]):
         raise ValueError(f"autoencoder crop_size {settings.crop_size} exceeds the {images.shape[1]}x{images.shape[2]} "
                          f"images of {image_dir}; use at most the image side (which means no crop)")
@@ -325,7 +324,7 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
     usage = torch.zeros(cfg.n_embed, dtype=torch.long)
     rows: list[list[float]] = []
     step, seconds_before = 0, 0.0
-    fingerprint = json.dumps({"settings": dataclasses.asdict(settings), "images": names}, sort_keys=True)
+    fingerprint = json.dumps({"settings": dataclasses.asdict(settings), "images": files_key(paths)}, sort_keys=True)
     state_path = Path(state_dir) / "autoencoder_state.pt"
     if state_path.is_file():
         state = load_state(state_path)

@@ -8,7 +8,8 @@ of the measurement, so numbers from different machines can be put side by side.
 Families (`--only` takes a comma-separated subset):
   ldm_training   LDM training step, latents/s: demo UNet (config `ldm.unet`, batch 32) and the paper's
                  CA UNet (`--paper-config` `ldm.unet`, batch 2 on CPU / 64 on GPU).
-  sampling       images/s and identity consistency of ddpm-1000, ddim-50 and dpmsolver++-20 on a
+  sampling       images/s and identity consistency (cosine with own / another context, AUC and rank-1
+                 against all contexts) of ddpm-1000, ddim-50 and dpmsolver++-20 on a
                  trained generator (`--generator`, `--decoder`, contexts `--contexts`, embedder
                  `--backbone`); without those files, a tiny random UNet + decoder (throughput only,
                  see the `note` column; in quick mode its schedule has T = 50, so "ddpm" runs 50 steps).
@@ -20,7 +21,7 @@ Families (`--only` takes a comma-separated subset):
                  TSV files under `--benchmarks` (default `results/benchmarks/`).
 
 `--quick` shrinks every family to a few seconds (tiny sizes, demo models only): what CI runs. The
-default full mode uses the sizes above (256 alignment images, 16 sampled images per sampler, ...).
+default full mode uses the sizes above (256 alignment images, 48 sampled images per sampler, ...).
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from .alignment import AlignSettings, measure_alignment
 from .autoencoder import load_decoder
 from .checkpoint import save_state
 from .config import load_yaml
-from .contexts import uniform_contexts
+from .contexts import context_ids, uniform_contexts
 from .diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from .embeddings import embed_images
+from .evaluation.quality import identity_consistency
 from .evaluation.verification import verification_metrics
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
 from .io import atomic_path, load_matrix
@@ -65,6 +67,8 @@ from .world import WorldSettings, draw
 Row = dict[str, Any]
 
 SAMPLERS = (("ddpm", 1000), ("ddim", 50), ("dpmsolver++", 20))
+CONSISTENCY_COLUMNS = ("consistency_mean", "consistency_std", "random_context_mean", "random_context_std",
+                       "context_auc", "context_rank1", "context_count")
 # the figure each family is summarised by on stdout
 SUMMARY_METRIC = {"ldm_training": "latents_per_s", "sampling": "images_per_s", "alignment": "images_per_s",
                   "fr_training": "images_per_s", "verification": "seconds", "rules": "seconds"}
@@ -181,16 +185,12 @@ def _image_size(config: Mapping[str, Any]) -> int:
     return data["world"]["image_size"] if data["source"] == "world" else data["ffhq"]["image_size"]
 
 
-def _identity_consistency(embeddings: np.ndarray, contexts: np.ndarray) -> dict[str, float]:
-    """Mean cosine of each sample's embedding with its own context, and with another sample's (baseline)."""
-    other = np.roll(np.arange(len(contexts)), 1)  # a different identity for every sample
-    return {"identity_cosine": float(np.mean(np.sum(embeddings * contexts, axis=1))),
-            "identity_cosine_other": float(np.mean(np.sum(embeddings * contexts[other], axis=1)))}
-
-
 def bench_sampling(opts: Options) -> list[Row]:
-    """images/s of each sampler (and identity consistency when a trained generator and embedder exist)."""
-    n_images = 2 if opts.quick else 16
+    """images/s of each sampler (and identity consistency when a trained generator and embedder exist).
+
+    One image per context: full mode's 48 contexts make rank-1 (chance 1/48) and AUC meaningful figures.
+    """
+    n_images = 2 if opts.quick else 48
     seed = opts.config["sampling"]["seed"]
     with tempfile.TemporaryDirectory() as tmp:
         trained = bool(opts.generator and opts.decoder and opts.generator.is_file() and opts.decoder.is_file())
@@ -233,10 +233,11 @@ def bench_sampling(opts: Options) -> list[Row]:
             row = {"case": f"{method}-{steps}", "method": method, "steps": steps, "clip_x0": clip_x0,
                    "images": n_images, "image_size": image_size, "seconds": seconds, "images_per_s": n_images / seconds,
                    "generator": str(generator) if trained else "", "note": note,
-                   "identity_cosine": "", "identity_cosine_other": ""}
+                   **dict.fromkeys(CONSISTENCY_COLUMNS, "")}
             if embedder is not None:
-                row.update(_identity_consistency(embed_images(embedder, images, 64, opts.device, flip_sum=False),
-                                                 contexts))
+                ids = context_ids(n_images)
+                row.update(identity_consistency(embed_images(embedder, images, 64, opts.device, flip_sum=False),
+                                                np.array(ids), ids, contexts, seed))
             rows.append(row)
     return rows
 

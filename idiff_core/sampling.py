@@ -23,7 +23,7 @@ import torch
 from .assembly import link_or_copy
 from .autoencoder import load_decoder
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
-from .io import atomic_path, load_matrix, write_png
+from .io import atomic_path, files_key, load_matrix, write_png
 from .models.vq import VQConfig
 from .progress import progress
 from .runtime import derive_seed
@@ -58,11 +58,8 @@ def image_seed(seed: int, identity: str, image: int) -> int:
 
 def _fingerprint(settings: SamplingSettings, *files: str | os.PathLike) -> str:
     """Names the state folder: changes whenever the settings or any input file changes."""
-    parts = [json.dumps(asdict(settings), sort_keys=True)]
-    for f in files:
-        stat = Path(f).stat()
-        parts.append(f"{Path(f).resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    text = json.dumps({"settings": asdict(settings), "files": files_key(files)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _write_identity(folder: Path, images) -> None:

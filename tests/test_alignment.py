@@ -14,6 +14,7 @@ from idiff_core import alignment
 from idiff_core.alignment import (ARCFACE_TEMPLATE, AlignSettings, align_folder, align_images, detector_input,
                                   make_detector, nearest_to_centre, resize_fallback, similarity_transform,
                                   to_uint8, warp_to_template)
+from idiff_core.io import read_rgb
 from idiff_core.settings import settings_from_dict
 from refdata import reference_dir
 
@@ -219,9 +220,15 @@ def test_resume_skips_finished_images(tmp_path, monkeypatch):
     assert seen == [1] and (state / "person_a" / "1.png").exists() and (tmp_path / "out" / "person_a" / "1.png").exists()
     assert (tmp_path / "m1.csv").read_text() == (tmp_path / "m3.csv").read_text()
 
-    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m4.csv", settings(batch_size=3, on_failure="drop"),
+    # an input rewritten upstream (a rerun of the job that made it) is aligned afresh, and only it
+    Image.fromarray(np.full((72, 72), 60, dtype=np.uint8)).save(tmp_path / "in" / "person_a" / "0.png")
+    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m4.csv", first, state_dir=state, threads=2,
+                 device="cpu")
+    assert seen == [1, 1] and read_rgb(tmp_path / "out" / "person_a" / "0.png").mean() == 60
+
+    align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m5.csv", settings(batch_size=3, on_failure="drop"),
                  state_dir=state, threads=2, device="cpu")  # other settings: nothing is reused, and stale outputs go
-    assert sum(seen[1:]) == 6 and list((tmp_path / "out").rglob("*.png")) == []
+    assert sum(seen[2:]) == 6 and list((tmp_path / "out").rglob("*.png")) == []
 
 
 def test_settings_are_checked():

@@ -178,6 +178,12 @@ def test_train_kill_resume_split_and_roundtrip(tmp_path, monkeypatch):
     assert low.shape == high.shape == (1, 3, 1, 1)
     assert torch.equal(low.flatten(), codes.min(0).values) and torch.equal(high.flatten(), codes.max(0).values)
 
+    # faces rewritten upstream under the same names: the finished state is not reused
+    write_png(images / "000.png", np.zeros((16, 16, 3), dtype=np.uint8))
+    calls.clear()
+    _train(tmp_path, "resumed", images)
+    assert calls == [1, 2, 3, 4, 5, 6]
+
 
 def test_random_crops_are_seeded_windows_of_each_image():
     yy, xx = torch.meshgrid(torch.arange(16), torch.arange(12), indexing="ij")

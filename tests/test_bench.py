@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -58,7 +57,7 @@ def test_quick_writes_every_family(tmp_path):
     assert pd.read_csv(out / "ldm_training.csv")["case"].tolist() == ["demo"]
     sampling = pd.read_csv(out / "sampling.csv")
     assert sampling["method"].tolist() == ["ddpm", "ddim", "dpmsolver++"]
-    assert sampling["note"].str.contains("tiny random").all() and sampling["identity_cosine"].isna().all()
+    assert sampling["note"].str.contains("tiny random").all() and sampling["context_auc"].isna().all()
     alignment = pd.read_csv(out / "alignment.csv")
     assert alignment["min_face_size"].tolist() == [20, 1] and alignment["images"].tolist() == [16, 2]
     assert (alignment["landmark_error_iod_mean"] < 0.5).all()  # the world's faces are found where they are
@@ -121,10 +120,6 @@ def test_sampling_scores_identity_consistency_of_a_given_generator(tmp_path):
     assert [r["steps"] for r in rows] == [25, 25, 20]  # capped at the checkpoint's T
     for row in rows:
         assert row["note"] == "trained generator" and row["generator"] == str(generator)
-        assert -1.0 <= row["identity_cosine"] <= 1.0 and -1.0 <= row["identity_cosine_other"] <= 1.0
-
-
-def test_identity_consistency_compares_with_own_and_other_context():
-    own = np.eye(3, 4, dtype=np.float32)
-    scores = bench._identity_consistency(own, own)
-    assert scores == {"identity_cosine": 1.0, "identity_cosine_other": 0.0}
+        assert -1.0 <= row["consistency_mean"] <= 1.0 and -1.0 <= row["random_context_mean"] <= 1.0
+        assert 0.0 <= row["context_auc"] <= 1.0 and row["context_rank1"] in (0.0, 0.5, 1.0)
+        assert row["context_count"] == 2

@@ -186,6 +186,19 @@ def test_a_state_of_other_settings_is_not_resumed(tmp_path, capsys):
     assert all(torch.equal(b[k], c[k]) for k in b)
 
 
+def test_a_state_of_other_images_is_not_resumed(tmp_path, capsys):
+    """A rerun upstream rewrites the faces under the same names: the finished state of the old faces
+    must not be taken as this run's result."""
+    root = make_face_folder(tmp_path / "data", identities=7, images=3)
+    settings = tiny_settings(lr_schedule="step", lr_milestones=[1], randaugment=False, max_epochs=1)
+    train_fr(root, tmp_path / "a.pt", tmp_path / "a.csv", tmp_path / "state", settings, threads=1, device="cpu")
+    write_png(root / "id000" / "00.png", np.zeros((40, 40, 3), dtype=np.uint8))  # new size: a new file for sure
+    calls: list[tuple[int, int]] = []
+    train_fr(root, tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "state", settings, threads=1, device="cpu",
+             on_step=lambda epoch, step: calls.append((epoch, step)))
+    assert calls[0] == (0, 1) and "other ['images']: starting over" in capsys.readouterr().err
+
+
 def test_plateau_needs_validation_identities(tmp_path):
     root = make_face_folder(tmp_path / "data", identities=3, images=2, size=8)
     with pytest.raises(ValueError, match="val_identities"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,18 @@ def test_a_state_dir_of_other_settings_is_not_resumed(world, tmp_path, capsys):
     run(world, fresh, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
     a, b = (torch.load(d / "out" / "ema.ckpt", weights_only=True) for d in (tmp_path, fresh))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_state_dir_of_other_embeddings_is_not_resumed(world, tmp_path, capsys):
+    """A retrained embedder rewrites the embeddings file: its contexts are new, so training starts over."""
+    emb = tmp_path / "emb.npz"
+    shutil.copyfile(world["emb"], emb)
+    own = {**world, "emb": emb}
+    run(own, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0))
+    names, matrix, _ = load_matrix(emb)
+    save_matrix(emb, names, -matrix)
+    again = run(own, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0))
+    assert again["resumed_from"] == 0 and "other ['contexts']: starting over" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(world, tmp_path, monkeypatch):

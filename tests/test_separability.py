@@ -6,6 +6,7 @@ import torch
 from refdata import discover
 
 from idiff_core.evaluation.leakage import identity_leakage, nearest_neighbours
+from idiff_core.evaluation.quality import identity_consistency
 from idiff_core.evaluation.separability import eer_stats, identity_pairs, separability_report
 
 FLOAT32_KEYS = ["gmean", "gstd", "imean", "istd", "decidability"]
@@ -118,6 +119,32 @@ def test_leakage_flags_an_identity_copied_from_training():
     table, summary = identity_leakage(synth, labels, train, threshold=0.9, train_names=names, per_identity="mean")
     assert table.set_index("identity").loc["id02", "nearest_train_name"] == "00200"
     assert summary["count_above_threshold"] == 1 and summary["per_identity"] == "mean"
+
+
+def test_identity_consistency_by_hand():
+    """Three contexts on the axes; samples a, b land on their own, c's sample sits between b and c."""
+    contexts = np.array([[2.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]], dtype=np.float32)  # normalised inside
+    half = np.float32(np.sqrt(0.5))
+    samples = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, half, half], [0, 1.0, 0]], dtype=np.float32)
+    scores = identity_consistency(samples, np.array(["a", "b", "c", "a"]), ["a", "b", "c"], contexts, seed=0)
+    assert scores["consistency_mean"] == pytest.approx((1 + 1 + half + 0) / 4)
+    # a: both others farther (1); b: 1; c: tie with b (0.5) + a farther (1) -> 0.75; 4th (a, lands on b): 0.25
+    assert scores["context_auc"] == pytest.approx((1 + 1 + 0.75 + 0.25) / 4)
+    assert scores["context_rank1"] == 0.5 and scores["context_count"] == 3
+    # the random other context is never the sample's own
+    assert scores["random_context_mean"] < scores["consistency_mean"]
+
+
+def test_identity_consistency_chunks_do_not_change_the_result():
+    rng = np.random.default_rng(4)
+    contexts = rng.standard_normal((30, 8)).astype(np.float32)
+    identities = np.array([f"{i % 30:03d}" for i in range(70)])
+    samples = contexts[np.arange(70) % 30] + rng.standard_normal((70, 8)).astype(np.float32)
+    samples /= np.linalg.norm(samples, axis=1, keepdims=True)
+    ids = [f"{i:03d}" for i in range(30)]
+    whole = identity_consistency(samples, identities, ids, contexts, seed=1)
+    assert whole == identity_consistency(samples, identities, ids, contexts, seed=1, chunk=7)
+    assert 0.5 < whole["context_auc"] < 1.0 and 1 / 30 < whole["context_rank1"] < 1.0
 
 
 def test_nearest_neighbours_blocks_do_not_change_the_result():

@@ -4,11 +4,12 @@ from idiff_core.workflow import run_job
 
 
 def stage(smk, settings, device):
-    leakage = settings["leakage"]
+    leakage, sampler = settings["leakage"], settings["sampler"]
     synthetic_quality(smk.input.samples, smk.input.contexts, smk.input.training, settings["dataset"],
                       smk.output.separability, smk.output.leakage, smk.output.identities,
                       QualitySettings(seed=settings["seed"], leakage_threshold=leakage["threshold"],
-                                      leakage_per_identity=leakage["per_identity"]))
+                                      leakage_per_identity=leakage["per_identity"],
+                                      sampler=sampler["method"], sampling_steps=sampler["steps"]))
 
 
 run_job(snakemake, stage)

@@ -38,7 +38,7 @@ from ..augment import RandAugmentSpec, augment_face
 from ..checkpoint import capture_rng, load_state, restore_rng, save_state
 from ..distributed import ProcessGroup, process_group
 from ..embeddings import INPUT_SIZE, embed_images, resize_pixels
-from ..io import atomic_path, list_images, read_rgb
+from ..io import atomic_path, files_key, list_images, read_rgb
 from ..models.heads import MarginHead
 from ..models.iresnet import iresnet
 from ..progress import progress
@@ -299,9 +299,10 @@ class FRRun:
     """One training run's models, optimiser and counters, with checkpointing to `state_path`.
 
     `counters` is plain data (numbers, lists, the best backbone's tensors), saved as-is in the state.
+    `data_key` (`files_key` of the training and validation images) ties the state to its data.
     """
 
-    def __init__(self, settings: FRTrainingSettings, train_split: FaceSplit, device: torch.device,
+    def __init__(self, settings: FRTrainingSettings, train_split: FaceSplit, data_key: str, device: torch.device,
                  global_batch: int, state_path: Path, is_main: bool):
         self.settings, self.device, self.state_path, self.is_main = settings, device, state_path, is_main
         seed_everything(derive_seed(settings.seed, "fr_training"))
@@ -313,7 +314,7 @@ class FRRun:
         self.autocast = settings.mixed_precision and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast)
         self.fingerprint = {**{k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUMABLE_CHANGES},
-                            "identities": len(train_split.identities), "images": len(train_split.paths),
+                            "identities": len(train_split.identities), "images": data_key,
                             "global_batch": global_batch}  # = batch_size x processes: the lr and batches follow it
         self.counters: dict[str, Any] = {
             "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -math.inf, "best_backbone": None,
@@ -422,7 +423,8 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
         raise ValueError(f"{len(dataset)} training images are fewer than one global batch ({global_batch}); "
                          f"lower batch_size")
     val = build_validation(val_split, settings.seed, settings.input_size) if group.is_main else None
-    run = FRRun(settings, train_split, torch_device, global_batch, Path(state_dir) / STATE_FILE, group.is_main)
+    run = FRRun(settings, train_split, files_key(train_split.paths + val_split.paths), torch_device, global_batch,
+                Path(state_dir) / STATE_FILE, group.is_main)
     run.restore()
     backbone, head = run.backbone, run.head
     if group.world_size > 1:

@@ -42,7 +42,7 @@ from ..distributed import ProcessGroup, process_group
 from ..data.download import file_digests
 from ..embeddings import image_names
 from ..evaluation.plots import save_image_grid
-from ..io import atomic_path, list_images, load_matrix, read_rgb
+from ..io import atomic_path, files_key, list_images, load_matrix, read_rgb
 from ..models.unet import UNet
 from ..models.vq import VQConfig
 from ..progress import progress
@@ -193,9 +193,8 @@ def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.Pat
 
 
 def latent_cache_key(encoder_path: str | os.PathLike, paths: Sequence[Path]) -> str:
-    """Short SHA-256 of the encoder file and of the image list (names, sizes, modification times)."""
-    listing = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    payload = json.dumps({"encoder": file_digests(encoder_path).sha256, "images": listing})
+    """Short SHA-256 of the encoder file and of the image list (`files_key`: paths, sizes, modification times)."""
+    payload = json.dumps({"encoder": file_digests(encoder_path).sha256, "images": files_key(paths)})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -437,11 +436,12 @@ class _Preview:
         save_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
 
 
-def _fingerprint(settings: LdmSettings, data_key: str) -> dict[str, Any]:
-    """What a checkpoint must agree on to be resumed by these settings and data."""
+def _fingerprint(settings: LdmSettings, data_key: str, contexts_key: str | None) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed by these settings and data (the latents' key and
+    the `files_key` of the embeddings file, which a retrained embedder rewrites)."""
     tr = settings.training
     return {"unet": json.dumps(settings.unet, sort_keys=True), "diffusion": dataclasses.asdict(settings.diffusion),
-            "data": data_key, "seed": tr.seed, "global_batch_size": tr.global_batch_size,
+            "data": data_key, "contexts": contexts_key, "seed": tr.seed, "global_batch_size": tr.global_batch_size,
             "random_flip": tr.random_flip, "context_drop_probability": tr.context_drop_probability,
             # the lr schedule's state (base lr, cycle) is restored from the checkpoint, so a change
             # would be silently ignored: refuse it instead
@@ -534,7 +534,7 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
                        ema_cap=tr.ema_cap, precision=tr.precision, init_seed=derive_seed(tr.seed, "ldm-init"),
                        device=procs.device, world=procs.world_size)
     checkpoint = state_dir / CHECKPOINT_FILE
-    fingerprint = _fingerprint(settings, data_key)
+    fingerprint = _fingerprint(settings, data_key, files_key([embeddings_npz]) if embeddings_npz else None)
     start, seconds = _resume(trainer, state_dir, fingerprint)
     saved_step = start
     log = _LossLog(state_dir / LOSS_FILE, start) if procs.is_main else None
