@@ -13,9 +13,11 @@ import csv
 import functools
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,19 +30,28 @@ KINDS = ("ffhq", "labelled", "lfw")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
+# Config keys of each set's size; every image also depends on seed, image_size and nuisance_strength.
+SET_SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "ffhq": ("ffhq_identities",),
+    "labelled": ("labelled_identities", "labelled_images_per_identity"),
+    "lfw": ("lfw_identities", "lfw_images_per_identity", "lfw_pairs_per_fold"),
+}
+
+
 @dataclass(frozen=True)
 class WorldSettings:
-    """Sizes and strengths of the embedded world (config subtree `world`)."""
+    """Sizes and strengths of the embedded world (config subtree `world`). Built from
+    `set_config(world, kind)`, it holds one set's size only; the other sets' are None."""
 
     seed: int
     image_size: int
-    ffhq_identities: int
-    labelled_identities: int
-    labelled_images_per_identity: int
-    lfw_identities: int
-    lfw_images_per_identity: int
-    lfw_pairs_per_fold: int
     nuisance_strength: float
+    ffhq_identities: int | None = None
+    labelled_identities: int | None = None
+    labelled_images_per_identity: int | None = None
+    lfw_identities: int | None = None
+    lfw_images_per_identity: int | None = None
+    lfw_pairs_per_fold: int | None = None
 
     def __post_init__(self) -> None:
         if self.image_size < 64:
@@ -55,7 +66,17 @@ class WorldSettings:
                  "lfw": (self.lfw_identities, self.lfw_images_per_identity)}
         if kind not in sizes:
             raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
+        if None in sizes[kind]:
+            raise ValueError(f"these world settings hold no size for set {kind!r} (missing {SET_SIZE_KEYS[kind]})")
         return sizes[kind]
+
+
+def set_config(world: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The part of the `data.world` config that set `kind`'s files depend on. Its render rule gets only
+    this, so resizing the benchmark re-renders neither the training faces nor all that is made of them."""
+    if kind not in SET_SIZE_KEYS:
+        raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
+    return {key: world[key] for key in ("seed", "image_size", "nuisance_strength", *SET_SIZE_KEYS[kind])}
 
 
 # Identity parameters, each uniform in [low, high]; face units: half the nominal inter-ocular distance.

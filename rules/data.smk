@@ -15,7 +15,7 @@ if WORLD:
         wildcard_constraints:
             world_set="ffhq|labelled",
         params:
-            settings=lambda w: settings(world=config["data"]["world"], kind=w.world_set),
+            settings=lambda w: settings(world=world_set_config(config["data"]["world"], w.world_set), kind=w.world_set),
         log:
             "results/logs/render_world/{world_set}.log",
         benchmark:
@@ -33,7 +33,7 @@ if WORLD:
             pairs="results/data/lfw/pairs.txt",
             landmarks="results/data/lfw_landmarks.csv",
         params:
-            settings=settings(world=config["data"]["world"], kind="lfw"),
+            settings=settings(world=world_set_config(config["data"]["world"], "lfw"), kind="lfw"),
         log:
             "results/logs/render_world/lfw.log",
         benchmark:

@@ -97,6 +97,14 @@ def test_ldm_learning_rate_change_reruns_from_ldm_training_on(smoke_run, tmp_pat
         "train_ldm": 1, **DOWNSTREAM_OF_SAMPLING, "lfw_contexts": 1}
 
 
+def test_benchmark_size_change_rerenders_the_benchmark_only(smoke_run, tmp_path):
+    """More LFW-like pairs: the benchmark and its evaluations; the training faces, the labelled set and
+    all that is trained on them stay."""
+    assert rerun_after(smoke_run, tmp_path, "data:\n  world:\n    lfw_pairs_per_fold: 4\n") == {
+        "render_world_lfw": 1, "align_real": 1, "extract_embeddings": 1, "eval_lfw": 3, "lfw_table": 1,
+        "lfw_contexts": 1}
+
+
 def reordered(value):
     """The same config with every mapping's keys in reverse order (lists keep theirs: it is meaning)."""
     if isinstance(value, dict):
