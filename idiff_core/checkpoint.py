@@ -14,9 +14,11 @@ from .io import atomic_path
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """torch.save `state` so that a kill mid-write leaves the previous file intact."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save `state` so that a kill mid-write leaves the previous file intact. Saved through a file
+    object, the archive's inner folder is "archive" rather than the random temporary file's name, so
+    the same state gives the same bytes (same config, same files)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
 
 
 def load_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -477,8 +477,7 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
         run.save()
 
     if group.is_main:
-        with atomic_path(out_backbone) as tmp:
-            torch.save(counters["best_backbone"], tmp)
+        save_state(out_backbone, counters["best_backbone"])
         _write_metrics(metrics_csv, counters["history"])
 
 
