@@ -147,10 +147,11 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
     write_manifest(manifest_csv, manifest)
     if not kept_names:
         raise ValueError(f"none of the {len(paths)} images under {root} could be read; see {manifest_csv}")
-    save_matrix(out_npz, kept_names, np.concatenate(rows), backbone_path=str(Path(backbone_path).resolve()),
+    # paths as given (the workflow's are relative to its directory): one config, the same bytes in any run folder
+    save_matrix(out_npz, kept_names, np.concatenate(rows), backbone_path=str(backbone_path),
                 backbone_sha256=file_digests(backbone_path).sha256, arch=settings.arch, num_features=settings.num_features,
                 base_width=settings.base_width, flip_sum=settings.flip_sum, input_size=settings.input_size,
-                image_dir=str(root.resolve()))
+                image_dir=str(image_dir))
 
 
 def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str, str]]) -> None:
