@@ -14,9 +14,11 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from smk import REPO, jobs_of, snakemake
 
 IMAGE = "docker://registry.example.org/idiff-workflow:test"
@@ -92,6 +94,16 @@ def test_dockerfile_pins_a_cuda_torch_base_and_installs_the_source_only():
     assert re.search(r"^WORKDIR /work$", dockerfile, flags=re.M)
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"results", "data", ".git", ".snakemake", "**/*.pt", "**/*.ckpt"} <= set(ignored)
+
+
+def test_conda_env_takes_its_dependencies_from_pyproject():
+    """envs/idiff.yaml installs the package itself (one dependency list, no drift from the pins in
+    pyproject.toml) on a Python that pyproject allows."""
+    env = yaml.safe_load((REPO / "envs" / "idiff.yaml").read_text())
+    assert next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)) == ["-e .."]
+    python = next(d for d in env["dependencies"] if isinstance(d, str) and d.split()[0] == "python")
+    requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert python.split()[1].split(",")[0] == requires
 
 
 def test_image_entrypoint_runs_the_installed_workflow_or_any_command(tmp_path):
