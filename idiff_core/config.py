@@ -95,6 +95,24 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+# Config keys of each face-world set's size (identities first, then images per identity where a set
+# has several); every image also depends on data.world's seed, image_size and nuisance_strength.
+WORLD_SET_SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "ffhq": ("ffhq_identities",),
+    "labelled": ("labelled_identities", "labelled_images_per_identity"),
+    "lfw": ("lfw_identities", "lfw_images_per_identity", "lfw_pairs_per_fold"),
+}
+
+
+def world_set_config(world: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The part of the `data.world` config that set `kind`'s files depend on. Its render rule gets only
+    this, so resizing the benchmark re-renders neither the training faces nor all that is made of them.
+    (Here, not in `world`, so that the Snakefile need not import torch to build its params.)"""
+    if kind not in WORLD_SET_SIZE_KEYS:
+        raise ValueError(f"unknown world set kind {kind!r}; expected one of {tuple(WORLD_SET_SIZE_KEYS)}")
+    return {key: world[key] for key in ("seed", "image_size", "nuisance_strength", *WORLD_SET_SIZE_KEYS[kind])}
+
+
 def canonical_json(value: Any) -> str:
     """The one text form of a config subtree: key order in the YAML never changes it."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -13,35 +13,26 @@ import csv
 import functools
 import math
 import os
-from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
+from idiff_core.config import WORLD_SET_SIZE_KEYS
 from idiff_core.io import IMAGE_EXTENSIONS, atomic_path, write_png
 from idiff_core.progress import progress
 from idiff_core.runtime import derive_seed
 
-KINDS = ("ffhq", "labelled", "lfw")
+KINDS = tuple(WORLD_SET_SIZE_KEYS)  # ("ffhq", "labelled", "lfw")
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
-
-
-# Config keys of each set's size; every image also depends on seed, image_size and nuisance_strength.
-SET_SIZE_KEYS: dict[str, tuple[str, ...]] = {
-    "ffhq": ("ffhq_identities",),
-    "labelled": ("labelled_identities", "labelled_images_per_identity"),
-    "lfw": ("lfw_identities", "lfw_images_per_identity", "lfw_pairs_per_fold"),
-}
 
 
 @dataclass(frozen=True)
 class WorldSettings:
     """Sizes and strengths of the embedded world (config subtree `world`). Built from
-    `set_config(world, kind)`, it holds one set's size only; the other sets' are None."""
+    `world_set_config(world, kind)`, it holds one set's size only; the other sets' are None."""
 
     seed: int
     image_size: int
@@ -61,22 +52,13 @@ class WorldSettings:
 
     def layout(self, kind: str) -> tuple[int, int]:
         """(identities, images per identity) of one set."""
-        sizes = {"ffhq": (self.ffhq_identities, 1),
-                 "labelled": (self.labelled_identities, self.labelled_images_per_identity),
-                 "lfw": (self.lfw_identities, self.lfw_images_per_identity)}
-        if kind not in sizes:
+        if kind not in WORLD_SET_SIZE_KEYS:
             raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
-        if None in sizes[kind]:
-            raise ValueError(f"these world settings hold no size for set {kind!r} (missing {SET_SIZE_KEYS[kind]})")
-        return sizes[kind]
-
-
-def set_config(world: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """The part of the `data.world` config that set `kind`'s files depend on. Its render rule gets only
-    this, so resizing the benchmark re-renders neither the training faces nor all that is made of them."""
-    if kind not in SET_SIZE_KEYS:
-        raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
-    return {key: world[key] for key in ("seed", "image_size", "nuisance_strength", *SET_SIZE_KEYS[kind])}
+        keys = WORLD_SET_SIZE_KEYS[kind]
+        sizes = (getattr(self, keys[0]), getattr(self, keys[1]) if len(keys) > 1 else 1)  # ffhq: one image each
+        if None in sizes:
+            raise ValueError(f"these world settings hold no size for set {kind!r} (missing {keys})")
+        return sizes
 
 
 # Identity parameters, each uniform in [low, high]; face units: half the nominal inter-ocular distance.

@@ -3,8 +3,7 @@
 import re
 
 from idiff_core import __version__
-from idiff_core.config import canonical_json
-from idiff_core.world import set_config as world_set_config
+from idiff_core.config import canonical_json, world_set_config
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
+from idiff_core.config import world_set_config
 from idiff_core.io import list_images, read_rgb
 from idiff_core.settings import settings_from_dict
 from idiff_core.world import (KINDS, WorldSettings, draw, identity_vector, image_names, read_landmarks, render_set,
-                              sample_identity, set_config, write_pairs)
+                              sample_identity, write_pairs)
 
 # The embedded default's image size, nuisance and alignment: the detection and baseline bars hold for
 # the world users get.
@@ -75,9 +76,9 @@ def test_render_set_layouts_and_landmarks(tmp_path, settings):
 
 
 def test_a_set_is_rendered_from_its_own_config_part(tmp_path, settings):
-    """A render job gets `set_config`: the shared keys and its set's size, the same files as from the
+    """A render job gets `world_set_config`: the shared keys and its set's size, the same files as from the
     whole world, and no size of another set (resizing that one must not re-render this one)."""
-    part = set_config(TINY, "labelled")
+    part = world_set_config(TINY, "labelled")
     assert part == {"seed": 7, "image_size": TINY["image_size"], "nuisance_strength": TINY["nuisance_strength"],
                     "labelled_identities": 3, "labelled_images_per_identity": 3}
     own = settings_from_dict(WorldSettings, part)
@@ -88,7 +89,7 @@ def test_a_set_is_rendered_from_its_own_config_part(tmp_path, settings):
     with pytest.raises(ValueError, match="no size for set 'lfw'"):
         own.layout("lfw")
     with pytest.raises(ValueError, match="unknown world set"):
-        set_config(TINY, "celeba")
+        world_set_config(TINY, "celeba")
 
 
 def test_render_set_in_parallel_matches_serial(tmp_path, settings):
