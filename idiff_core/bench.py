@@ -11,7 +11,8 @@ Families (`--only` takes a comma-separated subset):
   sampling       images/s and identity consistency (cosine with own / another context, AUC and rank-1
                  against all contexts) of ddpm-1000, ddim-50 and dpmsolver++-20 on a
                  trained generator (`--generator`, `--decoder`, contexts `--contexts`, embedder
-                 `--backbone`); without those files, a tiny random UNet + decoder (throughput only,
+                 `--backbone`), with the config's `clip_x0` and `guidance_scale` (set them with
+                 `--configfile`); without those files, a tiny random UNet + decoder (throughput only,
                  see the `note` column; in quick mode its schedule has T = 50, so "ddpm" runs 50 steps).
   alignment      MTCNN alignment images/s and landmark error on 128x128 face-world images for
                  min_face_size 20 (default) and 1 (paper), plus 10 and 40 in full mode.
@@ -220,10 +221,11 @@ def bench_sampling(opts: Options) -> list[Row]:
         seeds = [derive_seed(seed, "bench_sampling", i) for i in range(n_images)]
         configured = opts.config["sampling"]["sampler"]
         clip_x0 = bool(configured["clip_x0"])
+        guidance = configured["guidance_scale"] if conditional else None
         rows = []
         for method, steps in SAMPLERS:
             steps = min(steps, schedule.n_steps)  # quick mode's stand-in has T = 50: its ddpm runs 50 steps
-            sampler = SamplerSettings(method, steps, 0.0, None, n_images, clip_x0, configured["decode_batch_size"])
+            sampler = SamplerSettings(method, steps, 0.0, guidance, n_images, clip_x0, configured["decode_batch_size"])
             _synchronize(opts.device)
             start = time.perf_counter()
             images = generate(unet, schedule, decoder, torch.from_numpy(contexts) if conditional else None, seeds,
@@ -231,6 +233,7 @@ def bench_sampling(opts: Options) -> list[Row]:
             _synchronize(opts.device)
             seconds = time.perf_counter() - start
             row = {"case": f"{method}-{steps}", "method": method, "steps": steps, "clip_x0": clip_x0,
+                   "guidance_scale": guidance,
                    "images": n_images, "image_size": image_size, "seconds": seconds, "images_per_s": n_images / seconds,
                    "generator": str(generator) if trained else "", "note": note,
                    **dict.fromkeys(CONSISTENCY_COLUMNS, "")}

@@ -80,15 +80,21 @@ def context_settings(name):
     if spec["kind"] == "two_stage":
         subtrees.update(generator=generator_settings(spec["generator"])["unet"],
                         autoencoder=config["autoencoder"]["model"], embedder=config["embedder"]["model"],
-                        sampler=config["sampling"]["sampler"], image_size=image_size())
+                        # unconditional: no guidance (nor a rerun when a guidance scale is set)
+                        sampler={**config["sampling"]["sampler"], "guidance_scale": None}, image_size=image_size())
     return settings(**subtrees)
 
 
 # ---- sampling (rules/sampling.smk)
 
+def dataset_sampler(dataset):
+    """How a dataset is sampled: sampling.sampler with the dataset's own `sampler` overrides."""
+    return {**config["sampling"]["sampler"], **config["datasets"][dataset].get("sampler", {})}
+
+
 def sampling_settings(dataset):
     ds = config["datasets"][dataset]
-    return settings(sampling=config["sampling"],
+    return settings(sampling={**config["sampling"], "sampler": dataset_sampler(dataset)},
                     unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
                     image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
 
@@ -139,12 +145,13 @@ def experiment_row(model):
                 "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
                 "cpd": gen["unet"].get("context_dropout_probability",
                                        config["ldm"]["unet"]["context_dropout_probability"]),
+                "guidance": dataset_sampler(exp["dataset"])["guidance_scale"],
                 "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
                 "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
                 "backbone": str(fr_backbone(model)["arch"])}
     real = model == "real_reference"
     train = config["fr"]["train"]
-    return {"experiment": model, "generator": "", "condition": "", "cpd": "",
+    return {"experiment": model, "generator": "", "condition": "", "cpd": "", "guidance": "",
             "contexts": "face-world labelled images" if real else "stand-in embedder",
             "identities": train["width"] if real else None,  # None (empty): every identity / image
             "images_per_identity": train["depth"] if real else None, "augmentation": "",

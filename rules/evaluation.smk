@@ -81,7 +81,7 @@ rule synthetic_quality:
         identities="results/eval/leakage/{dataset}_identities.csv",
     params:
         settings=lambda w: settings(seed=config["evaluation"]["seed"], leakage=config["evaluation"]["leakage"],
-                                    dataset=w.dataset, sampler=config["sampling"]["sampler"]),
+                                    dataset=w.dataset, sampler=dataset_sampler(w.dataset)),
     log:
         "results/logs/synthetic_quality/{dataset}.log",
     benchmark:

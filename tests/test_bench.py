@@ -111,6 +111,7 @@ def test_sampling_scores_identity_consistency_of_a_given_generator(tmp_path):
     override = tmp_path / "tiny.yaml"
     override.write_text(yaml.safe_dump({"ldm": {"unet": bench.TINY_UNET}, "generators": {"ca_cpd25": {"unet": {}}},
                                         "autoencoder": {"model": bench.TINY_VQ}, "data": {"world": {"image_size": 32}},
+                                        "sampling": {"sampler": {"guidance_scale": 2.0}},
                                         "embedder": {"model": {"arch": [1, 1, 1, 1], "num_features": 512, "base_width": 16,
                                                               "input_size": 112}}}))
     args = _args(tmp_path, "--quick", "--only", "sampling", "--configfile", str(override),
@@ -120,6 +121,7 @@ def test_sampling_scores_identity_consistency_of_a_given_generator(tmp_path):
     assert [r["steps"] for r in rows] == [25, 25, 20]  # capped at the checkpoint's T
     for row in rows:
         assert row["note"] == "trained generator" and row["generator"] == str(generator)
+        assert row["guidance_scale"] == 2.0
         assert -1.0 <= row["consistency_mean"] <= 1.0 and -1.0 <= row["random_context_mean"] <= 1.0
         assert 0.0 <= row["context_auc"] <= 1.0 and row["context_rank1"] in (0.0, 0.5, 1.0)
         assert row["context_count"] == 2

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from smk import REPO, snakemake
@@ -33,8 +35,32 @@ def test_every_stage_left_its_files(smoke_run):
     for name in ("separability", "leakage"):
         table = pd.read_csv(results / "eval" / f"{name}.csv")
         assert list(table["dataset"]) == ["uniform_cpd25"]
+    separability = pd.read_csv(results / "eval" / "separability.csv").iloc[0]
+    assert (separability["sampler"], separability["sampling_steps"]) == ("dpmsolver++", 5)
+    assert pd.isna(separability["guidance_scale"])  # off by default
     logs = list((results / "logs").rglob("*.log"))
     assert logs and all("[idiff] stage" in log.read_text() for log in logs)
+
+
+
+def test_two_stage_contexts_ignore_a_guidance_scale(smoke_run, tmp_path):
+    """Guidance contrasts a context with the empty one, so the unconditional generator of two-stage
+    contexts samples without it even when sampling.sampler sets a scale (it used to stop the job)."""
+    workdir = tmp_path / "run"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    override = tmp_path / "two_stage.yaml"
+    override.write_text(yaml.safe_dump({
+        "generators": {"uncond": {"pretrained": None, "training": {},
+                                  "unet": {"is_context_conditional": False, "context_dropout_probability": 0.0}}},
+        "contexts": {"two_stage": {"kind": "two_stage", "count": 3, "dim": 64, "seed": 0, "generator": "uncond",
+                                   "source": None}},
+        "sampling": {"sampler": {"guidance_scale": 2.0}}}))
+    run = snakemake(workdir, "results/contexts/two_stage.npz", configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = set(re.findall(r"^(\w+)\s+\d+\s*$", run.stdout + run.stderr, flags=re.M))
+    assert ran == {"train_ldm", "make_contexts", "total"}
+    with np.load(workdir / "results" / "contexts" / "two_stage.npz") as contexts:
+        assert contexts["matrix"].shape == (3, 64)
 
 
 # ---- partial reruns: which jobs a config change touches (dry runs on the finished smoke run)
@@ -75,6 +101,13 @@ def test_sampling_change_reruns_sampling_and_downstream_only(smoke_run, tmp_path
     no training upstream of the samples, no real_reference or embedder row."""
     assert rerun_after(smoke_run, tmp_path, "sampling:\n  sampler:\n    steps: 4\n") == {
         **DOWNSTREAM_OF_SAMPLING, "lfw_contexts": 1}
+
+
+def test_a_datasets_own_sampler_reruns_that_dataset_only(smoke_run, tmp_path):
+    """`datasets.<name>.sampler` overrides sampling.sampler for that dataset alone: its samples and all
+    they feed rerun, the LFW-context experiment (global sampler) does not."""
+    assert rerun_after(smoke_run, tmp_path, "datasets:\n  uniform_cpd25:\n    sampler: {guidance_scale: 2.0}\n") == \
+        DOWNSTREAM_OF_SAMPLING
 
 
 def test_fr_change_reruns_fr_training_and_evaluation_only(smoke_run, tmp_path):

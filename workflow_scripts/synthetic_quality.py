@@ -9,7 +9,8 @@ def stage(smk, settings, device):
                       smk.output.separability, smk.output.leakage, smk.output.identities,
                       QualitySettings(seed=settings["seed"], leakage_threshold=leakage["threshold"],
                                       leakage_per_identity=leakage["per_identity"],
-                                      sampler=sampler["method"], sampling_steps=sampler["steps"]))
+                                      sampler=sampler["method"], sampling_steps=sampler["steps"],
+                                      guidance_scale=sampler["guidance_scale"]))
 
 
 run_job(snakemake, stage)

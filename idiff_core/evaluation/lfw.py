@@ -23,8 +23,8 @@ from .verification import verification_metrics
 
 
 # The descriptive columns of a result row, in the order the table shows them.
-ROW_COLUMNS = ("experiment", "generator", "condition", "cpd", "contexts", "identities", "images_per_identity",
-               "augmentation", "backbone")
+ROW_COLUMNS = ("experiment", "generator", "condition", "cpd", "guidance", "contexts", "identities",
+               "images_per_identity", "augmentation", "backbone")
 
 
 @dataclass(frozen=True)

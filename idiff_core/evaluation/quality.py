@@ -28,6 +28,7 @@ class QualitySettings:
     leakage_per_identity: str
     sampler: str          # how the samples were drawn, recorded in the separability row
     sampling_steps: int
+    guidance_scale: float | None
 
 
 def sample_identities(names: list[str]) -> np.ndarray:
@@ -75,6 +76,7 @@ def synthetic_quality(samples_npz: str | os.PathLike, contexts_npz: str | os.Pat
 
     report = separability_report(embeddings, identities, settings.seed)
     separability = {"dataset": dataset, "sampler": settings.sampler, "sampling_steps": settings.sampling_steps,
+                    "guidance_scale": settings.guidance_scale,
                     **{k: v for k, v in report.items() if np.ndim(v) == 0},
                     **identity_consistency(embeddings, identities, context_ids, contexts, settings.seed)}
     write_table(pd.DataFrame([separability]), separability_csv)
