@@ -42,7 +42,6 @@ def test_every_stage_left_its_files(smoke_run):
     assert logs and all("[idiff] stage" in log.read_text() for log in logs)
 
 
-
 def test_two_stage_contexts_ignore_a_guidance_scale(smoke_run, tmp_path):
     """Guidance contrasts a context with the empty one, so the unconditional generator of two-stage
     contexts samples without it even when sampling.sampler sets a scale (it used to stop the job)."""
