@@ -21,6 +21,7 @@ def test_lfw_table_has_the_experiment_and_both_reference_rows(smoke_run):
     assert table["accuracy_mean"].between(0, 1).all() and (table["pairs"] == 100).all()
     row = table.iloc[0]
     assert (row["generator"], row["condition"], row["contexts"]) == ("ca_cpd25", "CA", "synthetic_uniform")
+    assert table["guidance"].isna().all()  # the sampler's guidance scale: off by default, none for references
     assert (row["identities"], row["images_per_identity"]) == (6, 4)
 
 
