@@ -30,7 +30,7 @@ from .checkpoint import capture_rng, load_state, restore_rng, save_state
 from .io import atomic_path, files_key, list_images, read_rgb
 from .models.vq import VQConfig, VQDecoder, VQEncoder, VQModel
 from .progress import progress
-from .runtime import cpu_channels_last, derive_seed, resolve_device, seed_everything, set_threads
+from .runtime import derive_seed, resolve_device, seed_everything, set_threads
 
 PREFIX = "first_stage_model."
 ENCODER_GROUPS = ("encoder.", "quant_conv.")
@@ -209,7 +209,7 @@ def encode_images(encoder: VQEncoder, images: np.ndarray | Sequence[str | os.Pat
                   device: str | torch.device) -> torch.Tensor:
     """Pre-quantisation latents (float32, N x embed_dim x H/f x W/f, on CPU) of uint8 NHWC images or image files."""
     device = resolve_device(device) if isinstance(device, str) else device
-    encoder = cpu_channels_last(encoder.to(device).eval(), device)
+    encoder = encoder.to(device).eval()
     is_paths = not isinstance(images, (np.ndarray, torch.Tensor))
     out = []
     with torch.inference_mode():

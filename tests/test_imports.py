@@ -6,10 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
-from torch import nn
-
-from idiff_core.runtime import cpu_channels_last
 
 
 @pytest.mark.parametrize("module", ["idiff_core.sampling", "idiff_core.assembly", "idiff_core.training.fr"])
@@ -20,15 +16,3 @@ def test_stages_without_face_detection_or_randaugment_do_not_import_torchvision(
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
 
-
-def test_cpu_channels_last_keeps_values_and_names():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.GroupNorm(2, 8), nn.SiLU(), nn.Conv2d(8, 4, 1))
-    before = {k: v.clone() for k, v in net.state_dict().items()}
-    x = torch.randn(2, 3, 12, 12)
-    expected = net(x)
-    assert cpu_channels_last(net, torch.device("cpu")) is net
-    assert net[0].weight.is_contiguous(memory_format=torch.channels_last)
-    assert net.state_dict().keys() == before.keys()
-    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())
-    torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)

@@ -71,17 +71,18 @@ def test_cosface_and_arcface_match_reference():
     if not io_file.is_file():
         pytest.skip(f"{io_file} not available")
     io = torch.load(io_file, weights_only=True)
-    assert io["kernel"].shape == (512, 10)
+    in_features, classes = io["kernel"].shape  # (in, out): every size comes from the fixture
+    assert io["embeddings"].shape[1] == in_features
     heads = {"cosface": (io["m"], "expected_cosface_logits_"), "arcface": (0.5, "expected_arcface_m0.5_logits_")}
     for kind, (margin, prefix) in heads.items():
-        head = MarginHead(512, 10, io["s"], margin, kind)
-        assert head.kernel.shape == (512, 10)
+        head = MarginHead(in_features, classes, io["s"], margin, kind)
+        assert head.kernel.shape == io["kernel"].shape
         with torch.no_grad():
             head.kernel.copy_(io["kernel"])
             for labels in ("labels_with_ignore", "labels_valid"):
                 logits = head(io["embeddings"], io[labels])
                 assert (logits - io[prefix + labels]).abs().max() <= 1e-4, (kind, labels)
-    cosface = MarginHead(512, 10, io["s"], io["m"])
+    cosface = MarginHead(in_features, classes, io["s"], io["m"])
     with torch.no_grad():
         cosface.kernel.copy_(io["kernel"])
         valid = io["labels_valid"]

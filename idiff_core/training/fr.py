@@ -42,7 +42,7 @@ from ..io import atomic_path, files_key, list_images, read_rgb
 from ..models.heads import MarginHead
 from ..models.iresnet import iresnet
 from ..progress import progress
-from ..runtime import cpu_channels_last, derive_seed, resolve_device, seed_everything, set_threads
+from ..runtime import derive_seed, resolve_device, seed_everything, set_threads
 
 STATE_FILE = "fr_state.pt"
 PRELOAD_BYTES = 1 << 30  # training sets up to 1 GiB of decoded faces are held in memory (see FaceTrainingSet)
@@ -307,7 +307,7 @@ class FRRun:
         self.settings, self.device, self.state_path, self.is_main = settings, device, state_path, is_main
         seed_everything(derive_seed(settings.seed, "fr_training"))
         self.backbone, self.head = build_models(settings, len(train_split.identities))
-        cpu_channels_last(self.backbone.to(device), device)
+        self.backbone.to(device)
         self.head.to(device)
         self.optimizer = build_optimizer(self.backbone, self.head, settings, global_batch)
         self.scheduler = build_scheduler(self.optimizer, settings)
