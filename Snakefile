@@ -3,6 +3,8 @@
 #
 #   snakemake --cores all results/eval/lfw.csv                                 # embedded default
 #   snakemake --cores all --configfile config/paper.yaml results/eval/lfw.csv  # paper scale
+#   snakemake --cores all --directory rehearsal results/eval/lfw.csv \
+#       --configfile config/paper.yaml config/rehearsal.yaml                     # paper shapes, tiny data
 
 from pathlib import Path
 
@@ -13,6 +15,13 @@ from idiff_core.config import load_schema, validate_config
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+
+# A paper run lists every missing or malformed file the user provides before any job starts (not
+# again inside each cluster job).
+if config["data"]["source"] == "paper" and workflow.is_main_process:
+    from idiff_core.preflight import check_paper_inputs
+
+    check_paper_inputs(config)
 
 # One image for every rule when config `container` names one (run with
 # --software-deployment-method apptainer); null leaves the rules without a container.

@@ -25,10 +25,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from idiff_core.data.download import link_or_copy
 from idiff_core.io import UnreadableImage, atomic_path, file_stamp, list_images, read_rgb, write_png
-from idiff_core.progress import progress
+from idiff_core.progress import progress, step_size
 from idiff_core.runtime import resolve_device, set_threads
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ FAILURE_POLICIES = ("resize", "drop")
 MANIFEST_COLUMNS = ("path", "identity", "status", "n_faces", "prob", "error")
 WRITTEN = ("aligned", "resized")  # statuses that write an output image
 JOURNAL_NAME = ".align_journal.jsonl"
+# Largest pyramid level a CPU detector call may search, in pixels: MTCNN first upscales by
+# 12 / min_face_size, so one 250 px photo at min_face_size 1 is 9 Mpx (~7 s and ~1 GB on two cores).
+CPU_PYRAMID_PIXELS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,17 @@ def _finish(tile: np.ndarray, detection: tuple[np.ndarray, np.ndarray, np.ndarra
     return AlignResult("dropped", None, boxes, probs, landmarks_all, -1, None, error)
 
 
-def align_images(images: list[np.ndarray], settings: AlignSettings, detector: MTCNN) -> list[AlignResult]:
-    """Align HxWx3 uint8 RGB images; same-size images share detector batches; results in input order.
+def detector_batch(settings: AlignSettings, height: int, width: int, device: torch.device) -> int:
+    """Images of one size per detector call: `batch_size`, on the CPU only as many as keep the largest
+    pyramid level under CPU_PYRAMID_PIXELS, so a call takes seconds, not minutes and gigabytes."""
+    first_level = height * width * (12.0 / settings.min_face_size) ** 2
+    return step_size(settings.batch_size, device, int(CPU_PYRAMID_PIXELS // first_level))
+
+
+def align_images(images: list[np.ndarray], settings: AlignSettings, detector: MTCNN, *,
+                 bar: tqdm | None = None) -> list[AlignResult]:
+    """Align HxWx3 uint8 RGB images; same-size images share detector batches (`detector_batch`);
+    results in input order. `bar`, if given, advances after each detector call.
 
     A batch the detector fails on is retried image by image; an image it still fails on is treated as
     face-less (with the error recorded), so one odd image never stops the rest.
@@ -203,9 +216,10 @@ def align_images(images: list[np.ndarray], settings: AlignSettings, detector: MT
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image {index}: expected HxWx3 uint8 RGB, got {image.shape} {image.dtype}")
         by_size.setdefault(image.shape[:2], []).append(index)
-    for indices in by_size.values():
-        for start in range(0, len(indices), settings.batch_size):
-            chunk = indices[start:start + settings.batch_size]
+    for (height, width), indices in by_size.items():
+        step = detector_batch(settings, height, width, detector.device)
+        for start in range(0, len(indices), step):
+            chunk = indices[start:start + step]
             tiles = np.stack([detector_input(images[i]) for i in chunk])
             try:
                 detections = [(d, "") for d in _detect(detector, tiles)]
@@ -218,6 +232,8 @@ def align_images(images: list[np.ndarray], settings: AlignSettings, detector: MT
                         detections.append((_NO_FACE, f"detector failed: {type(err).__name__}: {err}"))
             for i, tile, (detection, error) in zip(chunk, tiles, detections):
                 results[i] = _finish(tile, detection, settings.on_failure, error)
+            if bar is not None:
+                bar.update(len(chunk))
     return results  # type: ignore[return-value]
 
 
@@ -336,7 +352,8 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                     readable.append(relative)
                 except UnreadableImage as err:
                     records.append(_record(relative, keys[relative], "unreadable", 0, float("nan"), str(err)))
-            for relative, result in zip(readable, align_images(images, settings, detector)):
+                    bar.update(1)
+            for relative, result in zip(readable, align_images(images, settings, detector, bar=bar)):
                 if result.image is not None:
                     write_png(work / output_name(relative), result.image)
                 records.append(_record(relative, keys[relative], result.status, result.n_faces, result.prob, result.error))
@@ -347,7 +364,6 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                 done[record["path"]] = record
             log.flush()
             os.fsync(log.fileno())
-            bar.update(len(chunk))
     records = [done[r] for r in relatives]
     written = {output_name(r["path"]) for r in records if r["status"] in WRITTEN}
     out_dir.mkdir(parents=True, exist_ok=True)

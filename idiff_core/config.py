@@ -7,6 +7,7 @@ the run at once instead of hours later inside a job.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -70,6 +71,10 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
                 problems.append(f"contexts.{name}.generator '{gen}' is not defined under 'generators'")
             elif _unet(config, gen)["is_context_conditional"]:
                 problems.append(f"contexts.{name}.generator '{gen}' must be an unconditional generator")
+    for name, gen in generators.items():
+        if "encode_batch_size" in gen["training"]:
+            problems.append(f"generators.{name}.training.encode_batch_size: the training faces are encoded once "
+                            f"for every generator (rule encode_latents); set ldm.training.encode_batch_size")
     for name, ds in datasets.items():
         if ds["generator"] not in generators:
             problems.append(f"datasets.{name}.generator '{ds['generator']}' is not defined under 'generators'")
@@ -89,10 +94,42 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"experiments[{i}].dataset '{exp['dataset']}' is not defined under 'datasets'")
             continue
         ds = datasets[exp["dataset"]]
-        if exp["width"] > ds["identities"] or exp["depth"] > ds["images_per_identity"]:
-            problems.append(f"experiments[{i}] asks {exp['width']} x {exp['depth']} but dataset "
-                            f"'{exp['dataset']}' has {ds['identities']} x {ds['images_per_identity']}")
+        problems += fr_split_problems(f"experiments[{i}] ('{exp['name']}', dataset '{exp['dataset']}')",
+                                      ds["identities"], ds["images_per_identity"], exp["width"], exp["depth"],
+                                      config["fr"]["train"]["val_identities"])
+    if config["data"]["source"] == "world":  # the real reference row and the stand-in embedder train on the labelled set
+        world = config["data"]["world"]
+        trainings = {"fr.train": config["fr"]["train"]}
+        if config["embedder"]["source"] == "train":
+            trainings["embedder.train"] = config["embedder"]["train"]
+        for where, train in trainings.items():
+            problems += fr_split_problems(f"{where} (the labelled face world)", world["labelled_identities"],
+                                          world["labelled_images_per_identity"], train["width"], train["depth"],
+                                          train["val_identities"])
     return problems
+
+
+# FR validation's 10-fold verification of held-out identities needs both kinds of pair in every fold
+MIN_VAL_IDENTITIES, MIN_VAL_GENUINE_PAIRS = 2, 10
+
+
+def fr_split_problems(where: str, identities: int, images: int, width: int | None, depth: int | None,
+                      val_identities: int) -> list[str]:
+    """What FR training on `identities` x `images` faces would refuse: `width` training identities
+    plus `val_identities` held out of the same set (the last ones), `depth` images of each."""
+    depth = images if depth is None else depth
+    if depth > images:
+        return [f"{where} asks depth {depth} images per identity but the set has {images}"]
+    if (width or 1) + val_identities > identities:
+        return [f"{where} trains on width {width} identities and holds out val_identities="
+                f"{val_identities} more for validation: it needs {(width or 1) + val_identities} identities, the set "
+                f"has {identities}; raise the dataset's identities or lower the width"]
+    genuine = val_identities * math.comb(depth, 2)
+    if val_identities and (val_identities < MIN_VAL_IDENTITIES or genuine < MIN_VAL_GENUINE_PAIRS):
+        return [f"{where}: validation on {val_identities} identities x {depth} images gives {genuine} genuine pairs; "
+                f"its 10 folds need >= {MIN_VAL_IDENTITIES} identities and >= {MIN_VAL_GENUINE_PAIRS} genuine pairs "
+                f"(raise val_identities or depth)"]
+    return []
 
 
 # Config keys of each face-world set's size (identities first, then images per identity where a set

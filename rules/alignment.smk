@@ -25,10 +25,10 @@ rule align_shard:
 
 
 rule align_real:
-    """Align a set of real faces (the benchmark's images, or the part of the face world's labelled set
-    the real reference trains and validates on)."""
+    """Align a set of real faces (the benchmark's images its pairs name, or the part of the face
+    world's labelled set the real reference trains and validates on)."""
     input:
-        images=lambda w: ALIGNED_SOURCES[w.imageset],
+        unpack(aligned_real_inputs),
     output:
         images=directory("results/aligned/real/{imageset}"),
         manifest="results/aligned/real/{imageset}.csv",

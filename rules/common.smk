@@ -29,10 +29,13 @@ def names_regex(names):
 
 
 def generator_settings(name):
-    """One generator's LDM config: the shared `ldm` section with the generator's own overrides."""
+    """One generator's LDM config: the shared `ldm` section with the generator's own overrides, less
+    `encode_batch_size` (rule encode_latents encodes the faces once for every generator)."""
     gen = config["generators"][name]
+    training = {**config["ldm"]["training"], **gen["training"]}
+    del training["encode_batch_size"]
     return {"unet": {**config["ldm"]["unet"], **gen["unet"]}, "diffusion": config["ldm"]["diffusion"],
-            "training": {**config["ldm"]["training"], **gen["training"]}}
+            "training": training}
 
 
 def image_size():
@@ -53,8 +56,7 @@ PUBLISHED_GENERATORS = [g for g, v in config["generators"].items() if v["pretrai
 
 
 def ldm_training_inputs(w):
-    inputs = {"images": "results/data/ffhq",
-              "encoder": "results/autoencoder/first_stage_encoder_state_dict.pt",
+    inputs = {"images": "results/data/ffhq", "latents": "results/latents/ffhq.pt",
               "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt"}
     if is_conditional(w.generator):
         inputs["embeddings"] = "results/embeddings/ffhq.npz"
@@ -168,10 +170,19 @@ EMBEDDED_IMAGES = {"ffhq": "results/data/ffhq", "lfw": "results/data/lfw/images"
 ALIGNED_SOURCES = {"lfw": "results/data/lfw/images", "labelled": "results/data/labelled"}
 
 
+def aligned_real_inputs(w):
+    """A real set's images; for the benchmark also its pairs.txt: only the images the pairs name are
+    aligned (LFW: ~7,700 of 13,233 photos), and they are all that eval_lfw reads."""
+    inputs = {"images": ALIGNED_SOURCES[w.imageset]}
+    if w.imageset == "lfw":
+        inputs["pairs"] = "results/data/lfw/pairs.txt"
+    return inputs
+
+
 def aligned_subset(imageset):
-    """What of a real set to align: of the labelled set, only what the real reference trains and
-    validates on (fr.train's width, depth and val_identities; 68 of 300 identities at the default);
-    a benchmark whole (None)."""
+    """What of the labelled set to align: only what the real reference trains and validates on
+    (fr.train's width, depth and val_identities; 68 of 300 identities at the default); None for the
+    benchmark (its pairs choose)."""
     if imageset != "labelled":
         return None
     train = config["fr"]["train"]

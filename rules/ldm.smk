@@ -2,6 +2,31 @@
 # contexts): trained here, or a published IDiff-Face EMA checkpoint imported for sampling.
 
 
+rule encode_latents:
+    """Encode the training faces and their mirror images once with the frozen VQ encoder (~80 GFLOP per
+    image at paper shape): every generator's train_ldm reads this one file."""
+    input:
+        images="results/data/ffhq",
+        encoder="results/autoencoder/first_stage_encoder_state_dict.pt",
+    output:
+        latents="results/latents/ffhq.pt",
+    params:
+        settings=expensive(autoencoder=config["autoencoder"]["model"],
+                           encode_batch_size=config["ldm"]["training"]["encode_batch_size"]),
+        device=config["device"],
+    log:
+        "results/logs/encode_latents.log",
+    benchmark:
+        "results/benchmarks/encode_latents.tsv"
+    threads: 8
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/encode_latents.py"
+
+
 rule train_ldm:
     """Train one generator on the training latents (EMA weights are what sampling uses)."""
     input:

@@ -35,3 +35,14 @@ def smoke_run(tmp_path_factory) -> Path:
     result = snakemake(workdir)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def paper_standins(tmp_path_factory) -> Path:
+    """`python -m idiff_core.standins` written once: the paper run's inputs in their published formats.
+    Tests take private copies (hard links) before changing anything."""
+    from idiff_core.standins import write_standins
+
+    folder = tmp_path_factory.mktemp("standins")
+    write_standins(folder)
+    return folder

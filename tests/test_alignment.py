@@ -14,6 +14,7 @@ from idiff_core import alignment
 from idiff_core.alignment import (ARCFACE_TEMPLATE, AlignSettings, align_folder, align_images, detector_input,
                                   make_detector, nearest_to_centre, resize_fallback, similarity_transform,
                                   to_uint8, warp_to_template)
+from idiff_core.evaluation.lfw import images_in_pairs, pair_images
 from idiff_core.io import read_rgb
 from idiff_core.settings import settings_from_dict
 from refdata import reference_dir
@@ -193,6 +194,46 @@ def test_only_the_listed_images_are_aligned(tmp_path):
                      state_dir=tmp_path / "state", device="cpu", only=["person_c/9.png"])
 
 
+def test_benchmark_alignment_takes_only_the_images_its_pairs_name(tmp_path):
+    """An LFW-layout folder: the image no pair names is not aligned, and every pair image is found in
+    the aligned folder (as evaluation looks them up)."""
+    root = tmp_path / "lfw"
+    for name, idx in [("Ann_Lee", 1), ("Ann_Lee", 2), ("Bo_Ma", 1), ("Bo_Ma", 2)]:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((64, 64, 3), 40 * idx, dtype=np.uint8)).save(root / name / f"{name}_{idx:04d}.jpg")
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("1\t1\nAnn_Lee\t1\t2\nAnn_Lee\t2\tBo_Ma\t1\n")  # Bo_Ma_0002 in no pair
+    only = images_in_pairs(root, pairs)
+    assert [p.as_posix() for p in only] == ["Ann_Lee/Ann_Lee_0001.jpg", "Ann_Lee/Ann_Lee_0002.jpg",
+                                            "Bo_Ma/Bo_Ma_0001.jpg"]
+    records = align_folder(root, tmp_path / "out", tmp_path / "m.csv", settings(), threads=2,
+                           state_dir=tmp_path / "state", device="cpu", only=only)
+    assert [r["path"] for r in records] == [p.as_posix() for p in only]
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png")) == [
+        "Ann_Lee/Ann_Lee_0001.png", "Ann_Lee/Ann_Lee_0002.png", "Bo_Ma/Bo_Ma_0001.png"]
+    paths, first, second, _ = pair_images(tmp_path / "out", pairs)
+    assert len(paths) == 3 and list(first) == [0, 1] and list(second) == [1, 2]
+
+
+def test_cpu_detector_calls_stay_small_at_min_face_size_1(tmp_path):
+    """On the CPU a 250 px photo at min_face_size 1 (a 9 Mpx first pyramid level) is searched alone;
+    at 20 px the configured batch stands. The bar advances per detector call."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert alignment.detector_batch(settings(min_face_size=1), 250, 250, cpu) == 1
+    assert alignment.detector_batch(settings(min_face_size=1), 250, 250, gpu) == 64
+    assert alignment.detector_batch(settings(min_face_size=1), 112, 112, cpu) == 4
+    assert alignment.detector_batch(settings(), 250, 250, cpu) == 64
+    updates: list[int] = []
+
+    class Bar:
+        def update(self, n: int) -> None:
+            updates.append(n)
+    grey = np.full((64, 64, 3), 128, dtype=np.uint8)
+    few = settings(batch_size=2)
+    results = align_images([grey] * 5, few, make_detector(few), bar=Bar())
+    assert updates == [2, 2, 1] and [r.status for r in results] == ["resized"] * 5
+
+
 def test_resume_skips_finished_images(tmp_path, monkeypatch):
     _odd_inputs(tmp_path / "in")
     first = settings(batch_size=3)
@@ -202,9 +243,9 @@ def test_resume_skips_finished_images(tmp_path, monkeypatch):
     seen: list[int] = []
     real = alignment.align_images
 
-    def counting(images, *args):
+    def counting(images, *args, **kwargs):
         seen.append(len(images))
-        return real(images, *args)
+        return real(images, *args, **kwargs)
     monkeypatch.setattr(alignment, "align_images", counting)
 
     align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m2.csv", first, state_dir=state, threads=2,

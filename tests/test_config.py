@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,8 +103,8 @@ def test_canonical_json_ignores_key_order():
     assert canonical_json({"b": 1, "a": {"y": 2, "x": 3}}) == canonical_json({"a": {"x": 3, "y": 2}, "b": 1})
 
 
-STAGES = {"extract_embeddings", "split_autoencoder", "train_ldm", "make_contexts", "sample_shard", "align_shard",
-          "assemble_dataset", "train_fr", "eval_lfw", "lfw_table"}
+STAGES = {"extract_embeddings", "split_autoencoder", "encode_latents", "train_ldm", "make_contexts", "sample_shard",
+          "align_shard", "assemble_dataset", "train_fr", "eval_lfw", "lfw_table"}
 DATA_RULES = {"default": {"render_world", "render_world_lfw", "train_embedder", "train_autoencoder"},
               "paper": {"fetch_ffhq", "fetch_lfw", "import_embedder", "fetch_autoencoder"}}
 
@@ -115,8 +117,11 @@ def dry_run(workdir: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name,args", [("default", ()), ("paper", ("--configfile", "config/paper.yaml"))])
-def test_dry_run_dag_contains_every_stage(name, args, tmp_path):
+@pytest.mark.parametrize("name,args", [("default", ()),
+                                       ("paper", ("--configfile", "config/paper.yaml", "config/rehearsal.yaml"))])
+def test_dry_run_dag_contains_every_stage(name, args, tmp_path, request):
+    if name == "paper":  # the pre-flight check wants the paper's input files: the rehearsal's stand-ins
+        shutil.copytree(request.getfixturevalue("paper_standins"), tmp_path, dirs_exist_ok=True, copy_function=os.link)
     listed = set(re.findall(r"^(\w+)\s+\d+\s*$", dry_run(tmp_path, *args), flags=re.M))
     assert STAGES | DATA_RULES[name] <= listed, sorted(STAGES | DATA_RULES[name] - listed)
 
@@ -128,3 +133,20 @@ def test_bad_config_stops_snakemake_with_the_key(tmp_path):
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "unknown config key 'sampling.shardz'" in result.stdout + result.stderr
+
+
+def test_experiment_needs_its_validation_identities_on_top_of_its_width():
+    config = default_config()
+    dataset = config["datasets"]["uniform_cpd25"]
+    config["experiments"][0]["width"] = dataset["identities"]
+    message = problems_of(config)
+    assert f"needs {dataset['identities'] + config['fr']['train']['val_identities']} identities" in message
+    config = default_config()
+    config["fr"]["train"]["val_identities"] = 1
+    assert "validation on 1 identities" in problems_of(config)
+
+
+def test_generator_may_not_encode_on_its_own():
+    config = default_config()
+    config["generators"]["ca_cpd25"]["training"]["encode_batch_size"] = 4
+    assert "encoded once for every generator" in problems_of(config)

@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import re
 import socket
 import stat
@@ -25,6 +26,7 @@ from idiff_core.data import DatasetError
 from idiff_core.data.archive import UnsafeArchive, archive_members, safe_extract
 from idiff_core.data.download import ChecksumMismatch, DownloadError, fetch, verify_checksum
 from idiff_core.data.ldm import LDMSettings, fetch_ldm_first_stage
+from idiff_core.io import atomic_path
 from idiff_core.settings import settings_from_dict
 
 
@@ -415,3 +417,18 @@ def test_ldm_zip_without_exactly_one_checkpoint_is_refused(tmp_path, names):
     (tmp_path / "ffhq.zip").write_bytes(fake_ldm_zip(b"w", names))
     with pytest.raises(DatasetError, match=f"holds {len(names)} files named 'model.ckpt'"):
         fetch_ldm_first_stage(ldm_settings(str(tmp_path / "ffhq.zip")), tmp_path / "m.ckpt")
+
+
+def test_atomic_files_get_the_usual_permissions_and_leave_nothing_on_failure(tmp_path):
+    """Results land with 0666 less the umask (readable by the group on a shared file system), not 0600."""
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "table.csv") as tmp:
+            tmp.write_text("a,b\n")
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "broken.csv") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "table.csv").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["table.csv"]

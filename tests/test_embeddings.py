@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from idiff_core.embeddings import EmbeddingSettings, embed_images, extract_embeddings, image_names
+from idiff_core.embeddings import CPU_STEP, EmbeddingSettings, embed_images, extract_embeddings, image_names
 from idiff_core.io import load_matrix, write_png
 from idiff_core.models.iresnet import iresnet
 from idiff_core.settings import settings_from_dict
@@ -43,6 +43,21 @@ def test_embed_images_preprocesses_and_normalises(tiny_model):
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(embed_images(tiny_model, x, 3, "cpu", flip_sum=True), flipped, atol=1e-5)
     np.testing.assert_allclose(embed_images(tiny_model, torch.from_numpy(pixels), 3, "cpu", False), expected, atol=1e-5)
+
+
+def test_embed_images_steps_through_a_big_batch_on_the_cpu(tiny_model):
+    """A configured batch of 32 runs on the CPU in CPU_STEP-image passes, the bar advancing after each,
+    with the same embeddings as passes of CPU_STEP images."""
+    pixels = np.random.default_rng(2).integers(0, 256, size=(20, 112, 112, 3), dtype=np.uint8)
+
+    updates: list[int] = []
+
+    class Bar:
+        def update(self, n: int) -> None:
+            updates.append(n)
+    embeddings = embed_images(tiny_model, pixels, 32, "cpu", False, bar=Bar())
+    assert updates == [CPU_STEP, CPU_STEP, 20 - 2 * CPU_STEP]
+    np.testing.assert_array_equal(embeddings, embed_images(tiny_model, pixels, CPU_STEP, "cpu", False))
 
 
 def test_embed_images_resizes_whole_image_to_112(tiny_model):

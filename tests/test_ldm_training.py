@@ -1,9 +1,10 @@
-"""The LDM trainer: data matching, latent cache, loss log, released-layout outputs, EMA, lr restarts,
-exact resume after a kill, and the NaN stop. Tiny VQ autoencoder and UNet, CPU, seconds each."""
+"""The LDM trainer: data matching, the shared latents file, loss log, released-layout outputs, EMA, lr
+restarts, exact resume after a kill, and the NaN stop. Tiny VQ autoencoder and UNet, CPU, seconds each."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from idiff_core.diffusion.schedule import BUFFER_NAMES, DiffusionSchedule, load_
 from idiff_core.io import load_matrix, read_rgb, save_matrix, write_png
 from idiff_core.models.unet import UNet
 from idiff_core.models.vq import VQConfig, VQDecoder, VQEncoder
-from idiff_core.training import ldm
+from idiff_core.training import latents, ldm
 from idiff_core.training.ema import ema_decay, make_ema, update_ema
 
 N_IMAGES = 10
@@ -32,7 +33,7 @@ UNET_CA = dict(input_channels=3, initial_channels=32, channel_multipliers=[1, 1]
 TRAINING = dict(steps=8, global_batch_size=4, accumulation_steps=2, learning_rate=1e-4, lr_cycle_steps=2,
                 lr_cycle_mult=2, ema_power=0.75, ema_cap=0.9999, precision="bf16", random_flip=True,
                 context_drop_probability=0.2, seed=0, checkpoint_every=4, keep_steps=[4], preview_every=4,
-                preview_count=3, preview_sampling_steps=3, encode_batch_size=4)
+                preview_count=3, preview_sampling_steps=3)
 
 
 def settings(unet: dict | None = None, **training) -> ldm.LdmSettings:
@@ -43,7 +44,7 @@ def settings(unet: dict | None = None, **training) -> ldm.LdmSettings:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
-    """Tiny faces-like images, their embeddings and a random tiny VQ encoder/decoder pair."""
+    """Tiny faces-like images, their embeddings, a random tiny VQ encoder/decoder pair and the latents."""
     root = tmp_path_factory.mktemp("ldm_world")
     rng = np.random.default_rng(0)
     names = [f"{i:05d}" for i in range(N_IMAGES)]
@@ -55,12 +56,13 @@ def world(tmp_path_factory) -> dict[str, Path]:
     torch.manual_seed(0)
     save_state(root / "encoder.pt", VQEncoder(cfg).state_dict())
     save_state(root / "decoder.pt", VQDecoder(cfg).state_dict())
+    latents.encode_latents(root / "images", root / "encoder.pt", root / "latents.pt", cfg, 4, threads=1, device="cpu")
     return {"images": root / "images", "emb": root / "emb.npz", "encoder": root / "encoder.pt",
-            "decoder": root / "decoder.pt"}
+            "decoder": root / "decoder.pt", "latents": root / "latents.pt"}
 
 
 def run(world, tmp: Path, settings_: ldm.LdmSettings, embeddings: bool = True, state: str = "state") -> dict:
-    return ldm.train_ldm(world["images"], world["emb"] if embeddings else None, world["encoder"], world["decoder"],
+    return ldm.train_ldm(world["images"], world["emb"] if embeddings else None, world["latents"], world["decoder"],
                          tmp / "out", tmp / state, settings_, threads=1, device="cpu")
 
 
@@ -98,7 +100,7 @@ def test_short_run_writes_log_checkpoints_and_released_layout(world, tmp_path):
     ckpt = load_state(state / "checkpoint.pt")
     assert ckpt["step"] == 8 and {"model", "ema", "optimizer", "lr_schedule", "scaler"} <= set(ckpt)
     assert sorted(p.name for p in (out / "previews").glob("*.png")) == ["step_0000004.png", "step_0000008.png"]
-    assert (out / "ema_step4.ckpt").is_file() and len(list(state.glob("latents_*.pt"))) == 1
+    assert (out / "ema_step4.ckpt").is_file()
     schedule_ref = DiffusionSchedule.create(1000, "linear")
     for name in ("ema.ckpt", "model.ckpt", "ema_step4.ckpt"):
         raw = torch.load(out / name, map_location="cpu", weights_only=True)
@@ -195,20 +197,53 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(world, tmp_path, monkeypat
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
 
 
-def test_latent_cache_holds_image_and_flip_and_is_reused(world, tmp_path, monkeypatch):
-    data = ldm.load_training_set(world["images"], world["emb"])
-    cfg = VQConfig(**AUTOENCODER)
-    latents, key = ldm.precompute_latents(data, world["encoder"], cfg, tmp_path, 3, torch.device("cpu"))
-    assert latents.shape == (N_IMAGES, 2, 3, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
-    encoder = VQEncoder(cfg)
+def test_latents_file_holds_image_and_flip_and_its_sources(world):
+    stored = torch.load(world["latents"], map_location="cpu", weights_only=True)
+    names, paths = latents.training_images(world["images"])
+    encoder_sha256 = hashlib.sha256(world["encoder"].read_bytes()).hexdigest()
+    assert stored["names"] == names and stored["encoder_sha256"] == encoder_sha256
+    assert stored["key"] == latents.latents_key(encoder_sha256, paths)
+    assert stored["latents"].shape == (N_IMAGES, 2, 3, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
+    encoder = VQEncoder(VQConfig(**AUTOENCODER))
     encoder.load_state_dict(load_state(world["encoder"]))
-    image = torch.from_numpy(read_rgb(data.paths[7])).permute(2, 0, 1).float()[None] / 127.5 - 1
+    image = torch.from_numpy(read_rgb(paths[7])).permute(2, 0, 1).float()[None] / 127.5 - 1
     with torch.no_grad():
-        torch.testing.assert_close(latents[7, 0], encoder(image)[0], rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(latents[7, 1], encoder(image.flip(3))[0], rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(ldm, "encode_images", lambda *a, **k: pytest.fail("re-encoded despite the cache"))
-    again, key2 = ldm.precompute_latents(data, world["encoder"], cfg, tmp_path, 3, torch.device("cpu"))
-    assert key2 == key and torch.equal(again, latents)
+        torch.testing.assert_close(stored["latents"][7, 0], encoder(image)[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(stored["latents"][7, 1], encoder(image.flip(3))[0], rtol=1e-5, atol=1e-5)
+
+
+def test_encoding_advances_the_bar_per_cpu_step(world, tmp_path, monkeypatch):
+    """encode_batch_size 4 on the CPU: steps of CPU_STEP (2) images, the bar moving after each."""
+    updates = []
+    real_progress = latents.progress
+
+    def recording(**kwargs):
+        bar = real_progress(**kwargs)
+        monkeypatch.setattr(bar, "update", lambda n=1: updates.append(n))
+        return bar
+    monkeypatch.setattr(latents, "progress", recording)
+    latents.encode_latents(world["images"], world["encoder"], tmp_path / "l.pt", VQConfig(**AUTOENCODER), 4,
+                           threads=1, device="cpu")
+    assert updates == [latents.CPU_STEP] * (N_IMAGES // latents.CPU_STEP)
+    a, b = (torch.load(p, weights_only=True)["latents"] for p in (tmp_path / "l.pt", world["latents"]))
+    assert torch.equal(a, b)  # the same steps: the same bits
+
+
+def test_latents_of_other_images_are_refused(world, tmp_path):
+    """Latents encoded from another folder (or before its images were rewritten) would pair rows with
+    the wrong contexts: training stops and names the difference."""
+    images = tmp_path / "images"
+    shutil.copytree(world["images"], images)
+    (images / "00009.png").unlink()
+    write_png(images / "00003.png", np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8))
+    names, _, _ = load_matrix(world["emb"])
+    save_matrix(tmp_path / "emb.npz", [n for n in names if n != "00009"], np.zeros((N_IMAGES - 1, 512)) + 0.1)
+    with pytest.raises(ValueError, match=r"encoded from other images.*\(10 latents, 9 images\): 1 latents have no "
+                                         r"image \(00009\); 1 images were rewritten since they were encoded "
+                                         r"\(00003\).*--forcerun encode_latents"):
+        ldm.train_ldm(images, tmp_path / "emb.npz", world["latents"], world["decoder"], tmp_path / "out",
+                      tmp_path / "state", settings(), threads=1, device="cpu")
+    assert not (tmp_path / "out").exists()
 
 
 def test_embeddings_matched_by_name_and_mismatches_named(world, tmp_path):
@@ -220,7 +255,7 @@ def test_embeddings_matched_by_name_and_mismatches_named(world, tmp_path):
     save_matrix(tmp_path / "bad.npz", names[1:] + ["99999"], np.vstack([matrix[1:], matrix[:1]]))
     with pytest.raises(ValueError, match=r"10 images.*10 embeddings; 1 images have no embedding \(00009\) "
                                          r"and 1 embeddings have no image \(99999\)"):
-        ldm.train_ldm(world["images"], tmp_path / "bad.npz", world["encoder"], world["decoder"], tmp_path / "out",
+        ldm.train_ldm(world["images"], tmp_path / "bad.npz", world["latents"], world["decoder"], tmp_path / "out",
                       tmp_path / "state", settings(), threads=1, device="cpu")
 
 

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 SETTINGS = yaml.safe_load((PROFILE / "config.yaml").read_text())
 # The smoke DAG's GPU stages (their rules declare `resources: gpu=1`).
-GPU_STAGES = {"train_autoencoder", "train_embedder", "extract_embeddings", "train_ldm", "sample_shard",
-              "train_fr", "eval_lfw", "embed_samples"}
+GPU_STAGES = {"train_autoencoder", "train_embedder", "extract_embeddings", "encode_latents", "train_ldm",
+              "sample_shard", "train_fr", "eval_lfw", "embed_samples"}
 
 # sbatch: record the call, create the outputs of the wrapped job, answer a job id (--parsable).
 FAKE_SBATCH = """

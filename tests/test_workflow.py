@@ -63,6 +63,20 @@ def test_two_stage_contexts_ignore_a_guidance_scale(smoke_run, tmp_path):
         assert contexts["matrix"].shape == (3, 64)
 
 
+def test_generators_share_one_latents_file(tmp_path):
+    """The training faces are encoded once: two generators' training jobs read one encode_latents output."""
+    override = tmp_path / "second_generator.yaml"
+    override.write_text(yaml.safe_dump({"generators": {"ca_cpd50": {
+        "pretrained": None, "training": {}, "unet": {"condition_type": "CA", "context_dropout_probability": 0.5}}}}))
+    plan = snakemake(tmp_path / "run", "-n", "results/ldm/ca_cpd25/ema.ckpt", "results/ldm/ca_cpd50/ema.ckpt",
+                     configfiles=(str(override),))
+    counts = job_counts(plan)
+    assert (counts["encode_latents"], counts["train_ldm"]) == (1, 2)
+    fields = re.findall(r"^ {4}(input|output): (.*)$", plan.stdout, flags=re.M)
+    uses = sorted(kind for kind, files in fields if "results/latents/ffhq.pt" in files.split(", "))
+    assert uses == ["input", "input", "output"]  # written once, read by both generators
+
+
 # ---- partial reruns: which jobs a config change touches (dry runs on the finished smoke run)
 
 # Rerun decisions from the config alone: params, the set of input files, and file dates. Snakemake's

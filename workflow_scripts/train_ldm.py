@@ -8,7 +8,7 @@ from idiff_core.workflow import run_job
 def stage(smk, settings, device):
     processes = local_processes(device, smk.resources.get("gpu", 1))
     launch(train_ldm,
-           (smk.input.images, smk.input.get("embeddings"), smk.input.encoder, smk.input.decoder,
+           (smk.input.images, smk.input.get("embeddings"), smk.input.latents, smk.input.decoder,
             smk.output.ema.rsplit("/", 1)[0], smk.params.state, ldm_settings(settings["ldm"])),
            processes, kwargs=dict(threads=max(1, smk.threads // processes), device=device),
            log_path=smk.log[0] if len(smk.log) else None)

@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluation.benchmarks import lfw_image_path, read_lfw_pairs
+from ..evaluation.benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
 from ..io import IMAGE_EXTENSIONS
 from . import DatasetError
 from .archive import safe_extract
@@ -56,7 +56,7 @@ def prepare_lfw(settings: LFWSettings, out_dir: str | os.PathLike, *,
     images = out_dir / "images"
     shutil.rmtree(images, ignore_errors=True)
     if settings.source == "folder":
-        _link_people(_lfw_root(Path(settings.images).expanduser()), images)
+        _link_people(find_lfw_root(Path(settings.images).expanduser()), images)
     else:
         _extract_people(settings, cache, out_dir, images)
     _check_pairs(fetched_pairs, images, settings)
@@ -65,7 +65,7 @@ def prepare_lfw(settings: LFWSettings, out_dir: str | os.PathLike, *,
     return pairs
 
 
-def _lfw_root(folder: Path) -> Path:
+def find_lfw_root(folder: Path) -> Path:
     """The folder whose subfolders are people (`<Name>/<Name>_NNNN.jpg`), at or below `folder`."""
     if not folder.is_dir():
         raise DatasetError(f"LFW image folder {folder} does not exist. Fix: set lfw images to the folder "
@@ -100,8 +100,19 @@ def _extract_people(settings: LFWSettings, cache: Path, out_dir: Path, images: P
     staging = out_dir / ".extract"
     shutil.rmtree(staging, ignore_errors=True)
     safe_extract(archive, staging)
-    os.replace(_lfw_root(staging), images)
+    os.replace(find_lfw_root(staging), images)
     shutil.rmtree(staging)
+
+
+def missing_pair_images(pairs: list[LfwPair], images: Path) -> list[str]:
+    """`Name/Name_NNNN` of every image the pairs name that is not under `images` (LFW layout)."""
+    missing = []
+    for name, idx in sorted({(p.name1, p.idx1) for p in pairs} | {(p.name2, p.idx2) for p in pairs}):
+        try:
+            lfw_image_path(images, name, idx)
+        except FileNotFoundError:
+            missing.append(f"{name}/{name}_{idx:04d}")
+    return missing
 
 
 def _check_pairs(pairs_txt: Path, images: Path, settings: LFWSettings) -> None:
@@ -113,12 +124,7 @@ def _check_pairs(pairs_txt: Path, images: Path, settings: LFWSettings) -> None:
     if len(pairs) != settings.expected_pairs:
         raise DatasetError(f"{settings.pairs} lists {len(pairs)} pairs in {folds} folds, expected "
                            f"{settings.expected_pairs}. Fix: use LFW's pairs.txt or set expected_pairs")
-    missing = []
-    for name, idx in sorted({(p.name1, p.idx1) for p in pairs} | {(p.name2, p.idx2) for p in pairs}):
-        try:
-            lfw_image_path(images, name, idx)
-        except FileNotFoundError:
-            missing.append(f"{name}/{name}_{idx:04d}")
+    missing = missing_pair_images(pairs, images)
     if missing:
         more = f" ... and {len(missing) - SHOW_NAMES} more" if len(missing) > SHOW_NAMES else ""
         raise DatasetError(f"{len(missing)} image(s) named in {settings.pairs} are not in the LFW images "

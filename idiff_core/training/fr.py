@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..augment import RandAugmentSpec, augment_face
 from ..checkpoint import capture_rng, load_state, restore_rng, save_state
+from ..config import MIN_VAL_GENUINE_PAIRS, MIN_VAL_IDENTITIES
 from ..distributed import ProcessGroup, process_group
 from ..embeddings import INPUT_SIZE, embed_images, resize_pixels
 from ..io import atomic_path, files_key, list_images, read_rgb
@@ -210,9 +211,9 @@ def build_validation(split: FaceSplit, seed: int, input_size: int) -> Validation
     labels = np.asarray(split.labels)
     genuine = [(i, j) for label in np.unique(labels) for idx in [np.flatnonzero(labels == label)]
                for a, i in enumerate(idx) for j in idx[a + 1:]]
-    if len(split.identities) < 2 or len(genuine) < 10:
-        raise ValueError(f"validation needs >= 2 identities and >= 10 genuine pairs (each of the 10 folds needs "
-                         f"both kinds); got {len(split.identities)} identities, {len(genuine)} genuine pairs: "
+    if len(split.identities) < MIN_VAL_IDENTITIES or len(genuine) < MIN_VAL_GENUINE_PAIRS:
+        raise ValueError(f"validation needs >= {MIN_VAL_IDENTITIES} identities and >= {MIN_VAL_GENUINE_PAIRS} "
+                         f"genuine pairs (each of the 10 folds needs both kinds); got {len(split.identities)} identities, {len(genuine)} genuine pairs: "
                          f"raise val_identities or depth")
     rng = np.random.default_rng(derive_seed(seed, "validation_pairs"))
     impostor: list[tuple[int, int]] = []

@@ -1,8 +1,8 @@
 """Training of the IDiff-Face latent diffusion model (LDM) on precomputed VQ latents.
 
-The VQ encoder is frozen, so every training image is encoded once (as itself and as its horizontal
-flip, which keeps the paper's random flip p=0.5 exact) into a latent cache in the state dir. Training
-then only touches the UNet: DDPM epsilon-MSE, Adam, cosine annealing with warm restarts stepped every
+The VQ encoder is frozen, so every training image was encoded once, as itself and as its horizontal
+flip, into the latents file every generator shares (`latents.encode_latents`, rule encode_latents).
+Training only touches the UNet: DDPM epsilon-MSE, Adam, cosine annealing with warm restarts stepped every
 iteration, an EMA copy, optional mixed precision, gradient accumulation and data parallelism
 (`idiff_core.distributed`, one process per GPU): the global batch is split over the processes.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import os
@@ -28,27 +27,25 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..autoencoder import codebook_range, decode_latents, encode_images, load_decoder, load_encoder
+from ..autoencoder import codebook_range, decode_latents, load_decoder
 from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
-from ..data.download import file_digests
-from ..embeddings import image_names
 from ..evaluation.plots import save_image_grid
-from ..io import atomic_path, files_key, list_images, load_matrix, read_rgb
+from ..io import atomic_path, files_key, load_matrix
 from ..models.unet import UNet
 from ..models.vq import VQConfig
 from ..progress import progress
 from ..runtime import derive_seed, set_threads
 from ..settings import settings_from_dict
 from .ema import ema_decay, make_ema, update_ema
+from .latents import examples, load_latents, training_images
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOSS_COLUMNS = ("step", "loss", "lr", "ema_decay", "seconds", "latents_per_s")
@@ -56,7 +53,6 @@ CHECKPOINT_FILE = "checkpoint.pt"
 LOSS_FILE = "loss.csv"
 PREVIEW_DIR = "previews"
 KEPT_DIR = "kept"
-ENCODE_CHUNK = 1024  # images read and encoded per chunk while building the latent cache
 
 
 # ------------------------------------------------------------------------------------------------
@@ -91,13 +87,12 @@ class LdmTrainingSettings:
     preview_every: int
     preview_count: int
     preview_sampling_steps: int
-    encode_batch_size: int
 
 
 @dataclasses.dataclass(frozen=True)
 class LdmSettings:
     """UNet constructor arguments (original names), the autoencoder's model config (to load the
-    encoder/decoder files), the diffusion process and the training settings."""
+    decoder file for previews), the diffusion process and the training settings."""
 
     unet: dict[str, Any]
     autoencoder: VQConfig
@@ -115,7 +110,7 @@ def _check_settings(tr: LdmTrainingSettings, world: int) -> None:
     if tr.precision not in PRECISIONS:
         problems.append(f"precision must be one of {PRECISIONS}, got {tr.precision!r}")
     for name in ("steps", "global_batch_size", "accumulation_steps", "learning_rate", "lr_cycle_steps",
-                 "lr_cycle_mult", "checkpoint_every", "encode_batch_size"):
+                 "lr_cycle_mult", "checkpoint_every"):
         if not getattr(tr, name) > 0:
             problems.append(f"{name} must be > 0, got {getattr(tr, name)}")
     if tr.global_batch_size % (world * tr.accumulation_steps):
@@ -141,7 +136,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------
-# data: images matched to embeddings, latents precomputed once
+# data: images matched to embeddings
 
 @dataclasses.dataclass
 class TrainingSet:
@@ -152,11 +147,6 @@ class TrainingSet:
     contexts: torch.Tensor | None
 
 
-def _examples(names: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
 def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | None) -> TrainingSet:
     """List the flat image folder and match every image to its embedding row by name.
 
@@ -164,10 +154,7 @@ def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.Pat
     were computed for another folder, and training on a subset would silently change the data.
     """
     root = Path(image_dir)
-    paths = list_images(root, recursive=False)
-    if not paths:
-        raise FileNotFoundError(f"no training images in {root} (expected a flat folder of image files)")
-    names = image_names(root, paths)
+    names, paths = training_images(root)
     if embeddings_npz is None:
         _log(f"training set: {len(names)} images from {root} (unconditional, no embeddings)")
         return TrainingSet(names, paths, None)
@@ -182,56 +169,14 @@ def load_training_set(image_dir: str | os.PathLike, embeddings_npz: str | os.Pat
         raise ValueError(
             f"images and embeddings do not match: {root} has {len(names)} images, {embeddings_npz} has "
             f"{len(emb_names)} embeddings; {len(without_embedding)} images have no embedding "
-            f"({_examples(without_embedding)}) and {len(without_image)} embeddings have no image "
-            f"({_examples(without_image)}). Recompute the embeddings for exactly this image folder.")
+            f"({examples(without_embedding)}) and {len(without_image)} embeddings have no image "
+            f"({examples(without_image)}). Recompute the embeddings for exactly this image folder.")
     contexts = torch.from_numpy(matrix[[row_of[n] for n in names]])
     if not torch.isfinite(contexts).all():
         bad = [names[i] for i in torch.nonzero(~torch.isfinite(contexts).all(dim=1)).flatten().tolist()]
-        raise ValueError(f"{embeddings_npz} has non-finite values for {_examples(bad)}")
+        raise ValueError(f"{embeddings_npz} has non-finite values for {examples(bad)}")
     _log(f"training set: {len(names)} images matched to {len(emb_names)} embeddings")
     return TrainingSet(names, paths, contexts)
-
-
-def latent_cache_key(encoder_path: str | os.PathLike, paths: Sequence[Path]) -> str:
-    """Short SHA-256 of the encoder file and of the image list (`files_key`: paths, sizes, modification times)."""
-    payload = json.dumps({"encoder": file_digests(encoder_path).sha256, "images": files_key(paths)})
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def precompute_latents(data: TrainingSet, encoder_path: str | os.PathLike, autoencoder: VQConfig,
-                       state_dir: str | os.PathLike, batch_size: int,
-                       device: torch.device) -> tuple[torch.Tensor, str]:
-    """(N, 2, C, h, w) float32 latents of every image [unflipped, flipped], cached in the state dir.
-
-    The cache file is named by `latent_cache_key`, so a changed encoder or image folder builds a new
-    one, and an unchanged one is loaded instead of re-encoding tens of thousands of images.
-    """
-    key = latent_cache_key(encoder_path, data.paths)
-    cache = Path(state_dir) / f"latents_{key}.pt"
-    if cache.exists():
-        stored = load_state(cache)
-        if stored["names"] == data.names:
-            _log(f"latents: loaded {tuple(stored['latents'].shape)} from {cache}")
-            return stored["latents"], key
-    encoder = load_encoder(encoder_path, autoencoder)
-    chunks, shapes = [], set()
-    bar = progress(total=len(data.paths), desc="encode latents", unit="img")
-    for start in range(0, len(data.paths), ENCODE_CHUNK):
-        images = [read_rgb(p) for p in data.paths[start:start + ENCODE_CHUNK]]
-        shapes |= {im.shape for im in images}
-        if len(shapes) != 1:
-            raise ValueError(f"training images must all have one size; found {sorted(shapes)} in "
-                             f"{data.paths[start].parent}")
-        batch = np.stack(images)
-        both = encode_images(encoder, np.concatenate([batch, batch[:, :, ::-1]]), batch_size, device)
-        both = torch.as_tensor(both, dtype=torch.float32).cpu()
-        chunks.append(torch.stack([both[:len(batch)], both[len(batch):]], dim=1))
-        bar.update(len(batch))
-    bar.close()
-    latents = torch.cat(chunks)
-    save_state(cache, {"names": data.names, "latents": latents, "key": key})
-    _log(f"latents: encoded {len(data.paths)} images (+ flips) to {tuple(latents.shape)}, cached in {cache}")
-    return latents, key
 
 
 @functools.lru_cache(maxsize=4)
@@ -471,18 +416,19 @@ def _resume(trainer: _Trainer, state_dir: Path, fingerprint: dict[str, Any]) -> 
 # the stage
 
 def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | None,
-              encoder_path: str | os.PathLike, decoder_path: str | os.PathLike, out_dir: str | os.PathLike,
+              latents_path: str | os.PathLike, decoder_path: str | os.PathLike, out_dir: str | os.PathLike,
               state_dir: str | os.PathLike, settings: LdmSettings, *, threads: int, device: str) -> dict[str, Any]:
-    """Train (or resume training) the LDM; write `ema.ckpt`, `model.ckpt` (released DDPM layout),
-    `loss.csv`, `previews/` and `ema_step<N>.ckpt` kept copies to `out_dir`.
+    """Train (or resume training) the LDM on the latents `encode_latents` wrote for `image_dir`; write
+    `ema.ckpt`, `model.ckpt` (released DDPM layout), `loss.csv`, `previews/` and `ema_step<N>.ckpt` kept
+    copies to `out_dir`.
 
-    Resumable state (checkpoint, latent cache, loss log, previews) lives in `state_dir`, which must
-    outlive failed jobs. Returns a summary: steps, the step it resumed from, last loss, training
+    Resumable state (checkpoint, loss log, previews) lives in `state_dir`, which must outlive failed
+    jobs. Returns a summary: steps, the step it resumed from, last loss, training
     seconds, latents/s of the steps run by this call, number of images.
     """
     set_threads(threads)
     with process_group(device) as procs:
-        return _train(Path(image_dir), embeddings_npz, Path(encoder_path), Path(decoder_path), Path(out_dir),
+        return _train(Path(image_dir), embeddings_npz, Path(latents_path), Path(decoder_path), Path(out_dir),
                       Path(state_dir), settings, procs)
 
 
@@ -507,7 +453,7 @@ def _micro_batches(step: int, latents: torch.Tensor, contexts: torch.Tensor | No
     return batches, seeds
 
 
-def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_path: Path, decoder_path: Path,
+def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_path: Path, decoder_path: Path,
            out_dir: Path, state_dir: Path, settings: LdmSettings, procs: ProcessGroup) -> dict[str, Any]:
     tr = settings.training
     _check_settings(tr, procs.world_size)
@@ -519,13 +465,7 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, encoder_pa
         raise ValueError("embeddings were given but the UNet is unconditional (is_context_conditional: false)")
     state_dir.mkdir(parents=True, exist_ok=True)
     data = load_training_set(image_dir, embeddings_npz)
-    if procs.is_main:
-        latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
-                                               tr.encode_batch_size, procs.device)
-    procs.barrier()
-    if not procs.is_main:
-        latents, data_key = precompute_latents(data, encoder_path, settings.autoencoder, state_dir,
-                                               tr.encode_batch_size, procs.device)
+    latents, data_key = load_latents(latents_path, data.names, data.paths)
     latents = latents.to(procs.device)
     contexts = None if data.contexts is None else data.contexts.to(procs.device)
 
