@@ -8,13 +8,16 @@
 
 from pathlib import Path
 
-from idiff_core.config import load_schema, validate_config
+from idiff_core.config import load_schema, validate_config, with_replicates
 
 # The embedded default, always read from the repository (also under --directory); --configfile
 # files are merged over it key by key.
 configfile: Path(workflow.basedir) / "config" / "config.yaml"
 
 validate_config(config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml"))
+# Replicates 1 .. N-1 of every experiment's chain, as experiments, datasets, contexts and generators
+# of their own (names `<name>_rep<r>`, every seed of the chain + r)
+config.update(with_replicates(config))
 
 # A paper run lists every missing or malformed file the user provides before any job starts (not
 # again inside each cluster job).
@@ -61,6 +64,7 @@ rule all:
     default_target: True
     input:
         "results/eval/lfw.csv",
+        "results/eval/lfw_summary.csv",
         "results/eval/separability.csv",
         "results/eval/leakage.csv",
         ["results/eval/benchmarks.csv"] if BENCHMARKS else [],

@@ -109,6 +109,57 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def replicate_name(name: str, replicate: int) -> str:
+    """The name of replicate `replicate` of a generator, context set, dataset or experiment (0: itself)."""
+    return name if replicate == 0 else f"{name}_rep{replicate}"
+
+
+def with_replicates(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `generators`, `contexts`, `datasets` and `experiments` sections with replicates 1 .. N-1
+    (N = `replicates`) of every experiment's chain added, for `config.update(...)`.
+
+    Replicate r of an experiment is its own experiment (`<name>_rep<r>`) on its own dataset, contexts
+    and generators (two-stage contexts: their unconditional generator too), each carrying
+    `replicate: r`, which adds r to every seed of the chain (see `replicate_of`). What does not
+    depend on those seeds (the rendered world or the fetched data, the embedder, the autoencoder) is
+    shared. Replicate 0 is the config as written.
+    """
+    sections = {key: dict(config[key]) for key in ("generators", "contexts", "datasets")}
+    experiments = list(config["experiments"])
+
+    def add(section: str, name: str, replicate: int, **changes: Any) -> str:
+        copy_name = replicate_name(name, replicate)
+        existing = sections[section].get(copy_name)
+        copy = {**config[section][name], **changes, "replicate": replicate}
+        if existing is not None and existing != copy:
+            raise ConfigError(f"replicate {replicate} of {section}.{name} would be named '{copy_name}', which the "
+                              f"config already uses; rename it")
+        sections[section][copy_name] = copy
+        return copy_name
+
+    def generator(name: str, replicate: int) -> str:  # a published generator has no seed: every replicate samples it
+        return name if config["generators"][name]["pretrained"] else add("generators", name, replicate)
+
+    for replicate in range(1, config["replicates"]):
+        for exp in config["experiments"]:
+            ds = config["datasets"][exp["dataset"]]
+            ctx = config["contexts"][ds["contexts"]]
+            ctx_changes = {"generator": generator(ctx["generator"], replicate)} if ctx["kind"] == "two_stage" else {}
+            dataset = add("datasets", exp["dataset"], replicate, generator=generator(ds["generator"], replicate),
+                          contexts=add("contexts", ds["contexts"], replicate, **ctx_changes))
+            name = replicate_name(exp["name"], replicate)
+            if any(e["name"] == name for e in experiments):
+                raise ConfigError(f"replicate {replicate} of experiment '{exp['name']}' would be named '{name}', "
+                                  f"which the config already uses; rename it")
+            experiments.append({**exp, "name": name, "dataset": dataset, "replicate": replicate})
+    return {**sections, "experiments": experiments}
+
+
+def replicate_of(spec: Mapping[str, Any]) -> int:
+    """Which replicate a generator, context set, dataset or experiment belongs to (0: as configured)."""
+    return spec.get("replicate", 0)
+
+
 # FR validation's 10-fold verification of held-out identities needs both kinds of pair in every fold
 MIN_VAL_IDENTITIES, MIN_VAL_GENUINE_PAIRS = 2, 10
 

@@ -3,7 +3,7 @@
 import re
 
 from idiff_core import __version__
-from idiff_core.config import canonical_json, world_set_config
+from idiff_core.config import canonical_json, replicate_of, world_set_config
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"
@@ -34,6 +34,7 @@ def generator_settings(name):
     gen = config["generators"][name]
     training = {**config["ldm"]["training"], **gen["training"]}
     del training["encode_batch_size"]
+    training["seed"] += replicate_of(gen)
     return {"unet": {**config["ldm"]["unet"], **gen["unet"]}, "diffusion": config["ldm"]["diffusion"],
             "training": training}
 
@@ -77,7 +78,8 @@ def context_inputs(w):
 
 
 def context_settings(name):
-    spec = config["contexts"][name]
+    spec = {k: v for k, v in config["contexts"][name].items() if k != "replicate"}
+    spec["seed"] += replicate_of(config["contexts"][name])
     subtrees = {"contexts": spec}
     if spec["kind"] == "two_stage":
         subtrees.update(generator=generator_settings(spec["generator"])["unet"],
@@ -96,7 +98,8 @@ def dataset_sampler(dataset):
 
 def sampling_settings(dataset):
     ds = config["datasets"][dataset]
-    return settings(sampling={**config["sampling"], "sampler": dataset_sampler(dataset)},
+    sampling = {**config["sampling"], "sampler": dataset_sampler(dataset), "seed": config["sampling"]["seed"] + replicate_of(ds)}
+    return settings(sampling=sampling,
                     unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
                     image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
 
@@ -116,7 +119,8 @@ def fr_settings(model):
     train = {**config["fr"]["train"], **fr_backbone(model)}
     if model in EXPERIMENTS:
         exp = EXPERIMENTS[model]
-        train.update(width=exp["width"], depth=exp["depth"], randaugment=exp["augmentation"] == "randaugment")
+        train.update(width=exp["width"], depth=exp["depth"], randaugment=exp["augmentation"] == "randaugment",
+                     seed=train["seed"] + replicate_of(exp))
     return expensive(fr=train)
 
 
@@ -137,13 +141,20 @@ def evaluated_model(model):
             "model": fr_backbone(model)}
 
 
+def base_name(name, replicate):
+    """The configured name of replicate `replicate`'s copy `name` (config.replicate_name's inverse)."""
+    return name.removesuffix(f"_rep{replicate}") if replicate else name
+
+
 def experiment_row(model):
     """The descriptive columns of a model's row in lfw.csv."""
     if model in EXPERIMENTS:
         exp = EXPERIMENTS[model]
         ds = config["datasets"][exp["dataset"]]
         gen = config["generators"][ds["generator"]]
-        return {"experiment": model, "generator": ds["generator"],
+        replicate = replicate_of(exp)
+        return {"experiment": base_name(model, replicate), "replicate": replicate,
+                "generator": base_name(ds["generator"], replicate_of(gen)),
                 "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
                 "cpd": gen["unet"].get("context_dropout_probability",
                                        config["ldm"]["unet"]["context_dropout_probability"]),
@@ -153,7 +164,7 @@ def experiment_row(model):
                 "backbone": str(fr_backbone(model)["arch"])}
     real = model == "real_reference"
     train = config["fr"]["train"]
-    return {"experiment": model, "generator": "", "condition": "", "cpd": "", "guidance": "",
+    return {"experiment": model, "replicate": 0, "generator": "", "condition": "", "cpd": "", "guidance": "",
             "contexts": "face-world labelled images" if real else "stand-in embedder",
             "identities": train["width"] if real else None,  # None (empty): every identity / image
             "images_per_identity": train["depth"] if real else None, "augmentation": "",
@@ -238,7 +249,7 @@ def verification_scores(bench):
 
 def report_tables():
     """The report's tables: name -> result CSV."""
-    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "separability", "leakage")}
+    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "lfw_summary", "separability", "leakage")}
     if BENCHMARKS:
         tables.update(benchmarks="results/eval/benchmarks.csv", benchmarks_paper="results/eval/benchmarks_paper.csv")
     tables.update({f"lfw_contexts_{g}": f"results/eval/lfw_contexts/{g}.csv" for g in CONDITIONAL_GENERATORS})

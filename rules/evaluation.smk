@@ -45,6 +45,23 @@ rule lfw_table:
         "../workflow_scripts/concat_tables.py"
 
 
+rule lfw_summary:
+    """results/eval/lfw_summary.csv: each experiment's mean, sd and range over its replicates."""
+    input:
+        table="results/eval/lfw.csv",
+    output:
+        summary="results/eval/lfw_summary.csv",
+    log:
+        "results/logs/lfw_summary.log",
+    benchmark:
+        "results/benchmarks/lfw_summary.tsv"
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/lfw_summary.py"
+
+
 rule embed_samples:
     """Embed every raw sample of a synthetic dataset with the identity embedder (the contexts' space)."""
     input:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from idiff_core.config import ConfigError, canonical_json, load_schema, validate_config
+from idiff_core.config import ConfigError, canonical_json, load_schema, validate_config, with_replicates
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
@@ -150,3 +150,21 @@ def test_generator_may_not_encode_on_its_own():
     config = default_config()
     config["generators"]["ca_cpd25"]["training"]["encode_batch_size"] = 4
     assert "encoded once for every generator" in problems_of(config)
+
+
+def test_replicates_copy_each_experiments_seeded_chain():
+    config = paper_config()
+    config["replicates"] = 2
+    config["generators"]["ca_cpd50"]["pretrained"] = "released/ca_cpd50.ckpt"  # published: no seed, not copied
+    expanded = with_replicates(config)
+    copies = [e for e in expanded["experiments"] if e.get("replicate") == 1]
+    assert [e["name"] for e in copies] == [f"{e['name']}_rep1" for e in config["experiments"]]
+    assert expanded["datasets"]["two_stage_cpd25_rep1"] == {**config["datasets"]["two_stage_cpd25"], "replicate": 1,
+                                                           "generator": "ca_cpd25_rep1", "contexts": "two_stage_rep1"}
+    assert expanded["contexts"]["two_stage_rep1"]["generator"] == "uncond_rep1"
+    assert expanded["datasets"]["two_stage_cpd50_rep1"]["generator"] == "ca_cpd50"
+    assert set(expanded["generators"]) == {"ca_cpd25", "ca_cpd50", "uncond", "ca_cpd25_rep1", "uncond_rep1"}
+    assert with_replicates(default_config())["experiments"] == default_config()["experiments"]  # 1 replicate: as is
+    config["datasets"]["uniform_cpd25_rep1"] = dict(config["datasets"]["uniform_cpd25"])
+    with pytest.raises(ConfigError, match="'uniform_cpd25_rep1', which the config already uses"):
+        with_replicates(config)

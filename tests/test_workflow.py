@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 from smk import REPO, snakemake
 
@@ -17,7 +18,8 @@ from smk import REPO, snakemake
 def test_lfw_table_has_the_experiment_and_both_reference_rows(smoke_run):
     table = pd.read_csv(smoke_run / "results" / "eval" / "lfw.csv")
     assert list(table["experiment"]) == ["uniform_cpd25", "real_reference", "embedder"]
-    assert list(table.columns[:3]) == ["experiment", "generator", "condition"]
+    assert list(table.columns[:4]) == ["experiment", "replicate", "generator", "condition"]
+    assert (table["replicate"] == 0).all()
     assert table["accuracy_mean"].between(0, 1).all() and (table["pairs"] == 100).all()
     row = table.iloc[0]
     assert (row["generator"], row["condition"], row["contexts"]) == ("ca_cpd25", "CA", "synthetic_uniform")
@@ -103,7 +105,8 @@ def rerun_after(workdir: Path, tmp_path: Path, change: str) -> dict[str, int]:
 
 # Everything the synthetic samples feed (smoke config: one dataset in two shards, one experiment).
 DOWNSTREAM_OF_SAMPLING = {"sample_shard": 2, "align_shard": 2, "assemble_dataset": 1, "train_fr": 1, "eval_lfw": 1,
-                          "lfw_table": 1, "embed_samples": 1, "synthetic_quality": 1, "quality_table": 2}
+                          "lfw_table": 1, "lfw_summary": 1, "embed_samples": 1, "synthetic_quality": 1,
+                          "quality_table": 2}
 
 
 def test_rerun_without_change_does_nothing(smoke_run):
@@ -128,13 +131,13 @@ def test_fr_change_reruns_fr_training_and_evaluation_only(smoke_run, tmp_path):
     """Both FR models read fr.train (the experiment and, on the face world, real_reference); the
     embedder's row and everything upstream stay."""
     assert rerun_after(smoke_run, tmp_path, "fr:\n  train:\n    weight_decay: 0.001\n") == {
-        "train_fr": 2, "eval_lfw": 2, "lfw_table": 1}
+        "train_fr": 2, "eval_lfw": 2, "lfw_table": 1, "lfw_summary": 1}
 
 
 def test_real_reference_width_change_realigns_the_labelled_set(smoke_run, tmp_path):
     """The labelled set is aligned only where the real reference trains: its width picks that part."""
     assert rerun_after(smoke_run, tmp_path, "fr:\n  train:\n    width: 4\n") == {
-        "align_real": 1, "train_fr": 1, "eval_lfw": 1, "lfw_table": 1}
+        "align_real": 1, "train_fr": 1, "eval_lfw": 1, "lfw_table": 1, "lfw_summary": 1}
 
 
 def test_ldm_learning_rate_change_reruns_from_ldm_training_on(smoke_run, tmp_path):
@@ -148,7 +151,7 @@ def test_benchmark_size_change_rerenders_the_benchmark_only(smoke_run, tmp_path)
     """More LFW-like pairs: the benchmark and its evaluations; the training faces, the labelled set and
     all that is trained on them stay."""
     assert rerun_after(smoke_run, tmp_path, "data:\n  world:\n    lfw_pairs_per_fold: 4\n") == {
-        "render_world_lfw": 1, "align_real": 1, "extract_embeddings": 1, "eval_lfw": 3, "lfw_table": 1,
+        "render_world_lfw": 1, "align_real": 1, "extract_embeddings": 1, "eval_lfw": 3, "lfw_table": 1, "lfw_summary": 1,
         "lfw_contexts": 1}
 
 
@@ -181,3 +184,35 @@ def test_reordering_config_keys_reruns_nothing(smoke_run, tmp_path):
                           "--directory", str(smoke_run), "-n", *CONFIG_TRIGGERS, "--configfile", str(shuffled)],
                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert job_counts(run) == {}
+
+
+def test_replicates_rerun_the_seeded_chain_and_summarise(smoke_run, tmp_path):
+    """Replicate 1 of the experiment retrains its generator, redraws its contexts, resamples and
+    retrains FR with every seed + 1, sharing the world, the embedder and the autoencoder; lfw.csv gets
+    its row and lfw_summary.csv the mean, sd and range over both."""
+    workdir = tmp_path / "run"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    override = tmp_path / "replicates.yaml"
+    override.write_text("replicates: 2\n")
+    target = "results/eval/lfw_summary.csv"
+    assert job_counts(snakemake(workdir, "-n", target, configfiles=(str(override),))) == {
+        "train_ldm": 1, "make_contexts": 1, "sample_shard": 2, "align_shard": 2, "assemble_dataset": 1,
+        "train_fr": 1, "eval_lfw": 1, "lfw_table": 1, "lfw_summary": 1}
+    run = snakemake(workdir, target, configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = workdir / "results"
+    table = pd.read_csv(results / "eval" / "lfw.csv")
+    assert list(zip(table["experiment"], table["replicate"])) == [
+        ("uniform_cpd25", 0), ("uniform_cpd25", 1), ("real_reference", 0), ("embedder", 0)]
+    assert (table["generator"].iloc[:2] == "ca_cpd25").all()
+    for replicate in ("ldm/ca_cpd25_rep1/loss.csv", "contexts/uniform_rep1.npz", "fr/uniform_cpd25_rep1/backbone.pt"):
+        assert (results / replicate).is_file()
+    with np.load(results / "contexts" / "uniform.npz") as first, np.load(results / "contexts" / "uniform_rep1.npz") as second:
+        assert not np.allclose(first["matrix"], second["matrix"])  # contexts seeded + 1
+    summary = pd.read_csv(results / "eval" / "lfw_summary.csv").set_index("experiment")
+    assert list(summary.index) == ["uniform_cpd25", "real_reference", "embedder"]
+    row, accuracies = summary.loc["uniform_cpd25"], table["accuracy_mean"].iloc[:2]
+    assert row["replicates"] == 2 and row["accuracy_mean"] == pytest.approx(accuracies.mean())
+    assert row["accuracy_mean_sd"] == pytest.approx(accuracies.std(ddof=1), abs=1e-12)
+    assert (row["accuracy_mean_min"], row["accuracy_mean_max"]) == (accuracies.min(), accuracies.max())
+    assert summary.loc["embedder", "replicates"] == 1 and np.isnan(summary.loc["embedder", "accuracy_mean_sd"])

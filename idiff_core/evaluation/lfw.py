@@ -25,7 +25,7 @@ from .verification import verification_metrics
 
 
 # The descriptive columns of a result row, in the order the table shows them.
-ROW_COLUMNS = ("experiment", "generator", "condition", "cpd", "guidance", "contexts", "identities",
+ROW_COLUMNS = ("experiment", "replicate", "generator", "condition", "cpd", "guidance", "contexts", "identities",
                "images_per_identity", "augmentation", "backbone")
 
 

@@ -56,9 +56,10 @@ def benchmark_table(results: pd.DataFrame, value: str = "accuracy_mean", index: 
                     scale: float = 100.0) -> pd.DataFrame:
     """Paper-style table: one row per `index`, one column per benchmark (in `order`), plus `mean`.
 
-    Values are multiplied by `scale` (accuracy as %); `mean` is over the benchmarks present in a row.
+    Values are multiplied by `scale` (accuracy as %), averaged over an index's replicates; `mean` is
+    over the benchmarks present in a row.
     """
-    table = results.pivot_table(index=index, columns=columns, values=value, aggfunc="first") * scale
+    table = results.pivot_table(index=index, columns=columns, values=value, aggfunc="mean") * scale
     if order is not None:
         table = table.reindex(columns=[c for c in order if c in table.columns])
     table["mean"] = table.mean(axis=1)
@@ -75,3 +76,23 @@ def write_benchmark_tables(row_csvs: Sequence[str | os.PathLike], long_csv: str 
     paper = benchmark_table(rows, index="experiment", order=list(dict.fromkeys(rows["benchmark"])))
     write_table(paper.set_index("experiment").loc[list(dict.fromkeys(rows["experiment"]))].reset_index(), paper_csv)
     return paper
+
+
+SUMMARY_METRICS = ("accuracy_mean", "val_mean", "eer")
+
+
+def replicate_summary(rows: pd.DataFrame, metrics: Sequence[str] = SUMMARY_METRICS) -> pd.DataFrame:
+    """One row per experiment (first-seen order) over its replicates' rows: how many, and each metric's
+    mean, sample standard deviation (empty for one replicate), minimum, maximum and the values
+    themselves in replicate order. A training-dependent figure is only a result as mean +- sd."""
+    summary = []
+    for experiment, group in rows.sort_values("replicate", kind="stable").groupby("experiment", sort=False):
+        row: dict = {"experiment": experiment, "replicates": len(group)}
+        for metric in metrics:
+            values = group[metric].astype(float)
+            row.update({metric: values.mean(), f"{metric}_sd": values.std(ddof=1) if len(values) > 1 else None,
+                        f"{metric}_min": values.min(), f"{metric}_max": values.max(),
+                        f"{metric}_values": " ".join(f"{v:.4f}" for v in values)})
+        summary.append(row)
+    order = list(dict.fromkeys(rows["experiment"]))
+    return pd.DataFrame(summary).set_index("experiment").loc[order].reset_index()
