@@ -10,12 +10,14 @@ checked again (its source may be gone once fetched). Network sources are left to
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .data.download import local_source
 from .data import DatasetError
+from .data.download import local_source
+from .data.ffhq import STEM
 from .data.lfw import find_lfw_root, missing_pair_images
 from .evaluation.benchmarks import read_lfw_pairs
 from .evaluation.verification import contiguous_folds
@@ -48,7 +50,6 @@ def ffhq_problems(ffhq: Mapping[str, Any]) -> list[str]:
         return []
     if not path.is_dir():
         return [f"{where}: {path} is not a folder; set data.ffhq.source to archive for an archive"]
-    from .data.ffhq import STEM  # FFHQ's file naming lives with its reader
     found = {int(m.group(1)) for p in path.rglob("*.png") if (m := STEM.match(p.name))}
     missing = [f"{i:05d}.png" for i in range(ffhq["expected_count"]) if i not in found]
     if missing:
@@ -132,8 +133,6 @@ def embedder_problems(embedder: Mapping[str, Any]) -> list[str]:
 
 def autoencoder_problems(ldm: Mapping[str, Any]) -> list[str]:
     """LDM's zip (or checkpoint): present; a zip holds exactly one member named `member`."""
-    import zipfile
-
     path = local_source(ldm["location"])
     if path is None:
         return []
@@ -158,9 +157,14 @@ def benchmark_problems(benchmarks: Mapping[str, str]) -> list[str]:
         if not path.is_file():
             problems.append(f"data.benchmarks.{name}: {path} does not exist (insightface's {name}.bin, from the "
                             f"face-recognition datasets of insightface / the ArcFace training data)")
-        elif path.read_bytes()[:1] != b"\x80":
+        elif _first_byte(path) != b"\x80":  # a pickle's PROTO opcode
             problems.append(f"data.benchmarks.{name}: {path} is not a pickled insightface .bin")
     return problems
+
+
+def _first_byte(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(1)
 
 
 def generator_problems(generators: Mapping[str, Mapping[str, Any]]) -> list[str]:

@@ -27,7 +27,6 @@ import zipfile
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
 from .io import atomic_path, write_png

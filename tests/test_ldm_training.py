@@ -231,15 +231,17 @@ def test_encoding_advances_the_bar_per_cpu_step(world, tmp_path, monkeypatch):
 
 def test_latents_of_other_images_are_refused(world, tmp_path):
     """Latents encoded from another folder (or before its images were rewritten) would pair rows with
-    the wrong contexts: training stops and names the difference."""
+    the wrong contexts: training stops and names the difference. A plain copy of the folder (new
+    modification times, as `cp -r` gives) still fits its latents."""
     images = tmp_path / "images"
-    shutil.copytree(world["images"], images)
+    shutil.copytree(world["images"], images, copy_function=shutil.copyfile)
+    assert latents.load_latents(world["latents"], *latents.training_images(images))[0].shape[0] == N_IMAGES
     (images / "00009.png").unlink()
     write_png(images / "00003.png", np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8))
     names, _, _ = load_matrix(world["emb"])
     save_matrix(tmp_path / "emb.npz", [n for n in names if n != "00009"], np.zeros((N_IMAGES - 1, 512)) + 0.1)
     with pytest.raises(ValueError, match=r"encoded from other images.*\(10 latents, 9 images\): 1 latents have no "
-                                         r"image \(00009\); 1 images were rewritten since they were encoded "
+                                         r"image \(00009\); 1 images differ in size from the encoded ones "
                                          r"\(00003\).*--forcerun encode_latents"):
         ldm.train_ldm(images, tmp_path / "emb.npz", world["latents"], world["decoder"], tmp_path / "out",
                       tmp_path / "state", settings(), threads=1, device="cpu")

@@ -3,6 +3,7 @@ paper DAG at paper shapes on tiny data (config/paper.yaml + config/rehearsal.yam
 
 from __future__ import annotations
 
+import ast
 import io
 import os
 import pickle
@@ -46,7 +47,7 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
 
 def _manifest(path: Path, prefix: str = "") -> list[tuple[str, tuple[int, ...]]]:
     rows = [line.split("\t") for line in path.read_text().splitlines() if line]
-    return [(key.removeprefix(prefix), tuple(eval(shape))) for key, shape, _ in rows]  # shapes are tuple literals
+    return [(key.removeprefix(prefix), tuple(ast.literal_eval(shape))) for key, shape, _ in rows]
 
 
 def test_rehearsal_keeps_every_network_and_experiment_of_the_paper():

@@ -3,9 +3,9 @@
 The encoder is frozen, and at paper shape (VQ-f4, 128 px faces) it costs ~80 GFLOP per image: the
 faces are encoded once, as themselves and as their horizontal flips (so the trainer's random flip,
 p = 0.5, picks a stored latent and stays exact), into one file that every `train_ldm` job loads.
-The file names its images and records each file's stamp (size, modification time) and the encoder's
-SHA-256, so a trainer refuses latents made from other images instead of pairing them with the wrong
-identity contexts.
+The file names its images and records each file's size and the encoder's SHA-256, so a trainer
+refuses latents made from other images instead of pairing them with the wrong identity contexts.
+Sizes, not modification times: a results folder copied with a plain `cp -r` keeps its latents.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..autoencoder import encode_images, load_encoder
 from ..checkpoint import load_state, save_state
 from ..data.download import file_digests
 from ..embeddings import image_names
-from ..io import file_stamp, files_key, list_images, read_rgb
+from ..io import files_key, list_images, read_rgb
 from ..models.vq import VQConfig
 from ..progress import progress, step_size
 from ..runtime import resolve_device, set_threads
@@ -51,7 +51,7 @@ def latents_key(encoder_sha256: str, paths: Sequence[Path]) -> str:
 def encode_latents(image_dir: str | os.PathLike, encoder_path: str | os.PathLike, out_path: str | os.PathLike,
                    autoencoder: VQConfig, batch_size: int, *, threads: int, device: str) -> None:
     """Write (N, 2, C, h, w) float32 latents of every training face [unflipped, flipped] to `out_path`
-    (atomically; `torch.load(weights_only=True)` reads it), with the image names, file stamps and the
+    (atomically; `torch.load(weights_only=True)` reads it), with the image names, file sizes and the
     encoder they were made from. Encoder calls take `batch_size` images (fewer on the CPU, `step_size`)."""
     if batch_size < 1:
         raise ValueError(f"encode_batch_size must be > 0, got {batch_size}")
@@ -78,10 +78,14 @@ def encode_latents(image_dir: str | os.PathLike, encoder_path: str | os.PathLike
             latents[start:start + len(batch)] = pair
             bar.update(len(batch))
     encoder_sha256 = file_digests(encoder_path).sha256
-    save_state(out_path, {"names": names, "stamps": [file_stamp(p) for p in paths], "latents": latents,
+    save_state(out_path, {"names": names, "sizes": _sizes(paths), "latents": latents,
                           "key": latents_key(encoder_sha256, paths), "encoder": str(encoder_path),
                           "encoder_sha256": encoder_sha256})
     print(f"[latents] encoded {len(paths)} images (+ flips) to {tuple(latents.shape)} in {out_path}", file=sys.stderr)
+
+
+def _sizes(paths: Sequence[Path]) -> list[int]:
+    return [os.path.getsize(p) for p in paths]
 
 
 def load_latents(path: str | os.PathLike, names: Sequence[str], paths: Sequence[Path]) -> tuple[torch.Tensor, str]:
@@ -91,7 +95,7 @@ def load_latents(path: str | os.PathLike, names: Sequence[str], paths: Sequence[
     be paired with the wrong identity contexts.
     """
     stored: dict[str, Any] = load_state(path)
-    if stored["names"] != list(names) or stored["stamps"] != [file_stamp(p) for p in paths]:
+    if stored["names"] != list(names) or stored["sizes"] != _sizes(paths):
         raise ValueError(_mismatch(path, stored, names, paths))
     print(f"[latents] loaded {tuple(stored['latents'].shape)} from {path}", file=sys.stderr)
     return stored["latents"], stored["key"]
@@ -99,13 +103,13 @@ def load_latents(path: str | os.PathLike, names: Sequence[str], paths: Sequence[
 
 def _mismatch(path: str | os.PathLike, stored: dict[str, Any], names: Sequence[str], paths: Sequence[Path]) -> str:
     """Why a latents file does not fit the training images, with examples."""
-    encoded, wanted = dict(zip(stored["names"], stored["stamps"])), set(names)
+    encoded, wanted = dict(zip(stored["names"], stored["sizes"])), set(names)
     only_here = [n for n in names if n not in encoded]
     only_there = [n for n in stored["names"] if n not in wanted]
-    changed = [n for n, p in zip(names, paths) if n in encoded and encoded[n] != file_stamp(p)]
+    changed = [n for n, size in zip(names, _sizes(paths)) if n in encoded and encoded[n] != size]
     parts = [f"{len(only_here)} images have no latent ({examples(only_here)})" if only_here else "",
              f"{len(only_there)} latents have no image ({examples(only_there)})" if only_there else "",
-             f"{len(changed)} images were rewritten since they were encoded ({examples(changed)})" if changed else ""]
+             f"{len(changed)} images differ in size from the encoded ones ({examples(changed)})" if changed else ""]
     return (f"latents {path} were encoded from other images than {Path(paths[0]).parent} "
             f"({len(stored['names'])} latents, {len(names)} images): "
             + ("; ".join(p for p in parts if p) or "the same images in another order")
