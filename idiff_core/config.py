@@ -114,6 +114,11 @@ def replicate_name(name: str, replicate: int) -> str:
     return name if replicate == 0 else f"{name}_rep{replicate}"
 
 
+def configured_name(name: str, replicate: int) -> str:
+    """The configured name behind replicate `replicate`'s copy `name` (`replicate_name`'s inverse)."""
+    return name.removesuffix(f"_rep{replicate}") if replicate else name
+
+
 def with_replicates(config: Mapping[str, Any]) -> dict[str, Any]:
     """The `generators`, `contexts`, `datasets` and `experiments` sections with replicates 1 .. N-1
     (N = `replicates`) of every experiment's chain added, for `config.update(...)`.

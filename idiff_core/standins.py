@@ -133,10 +133,10 @@ def random_weights(layout: Layout, seed: int) -> dict[str, torch.Tensor]:
         leaf = key.rsplit(".", 1)[-1]
         if leaf == "num_batches_tracked":
             state[key] = torch.tensor(0, dtype=torch.int64)
-        elif leaf in ("running_var",) or (leaf == "weight" and len(shape) == 1 and "prelu" not in key):
-            state[key] = torch.ones(shape)
         elif "prelu" in key:
             state[key] = torch.full(shape, 0.25)
+        elif leaf == "running_var" or (leaf == "weight" and len(shape) == 1):  # norms' scales
+            state[key] = torch.ones(shape)
         elif leaf in ("bias", "running_mean"):
             state[key] = torch.zeros(shape)
         else:

@@ -3,7 +3,7 @@
 import re
 
 from idiff_core import __version__
-from idiff_core.config import canonical_json, replicate_of, world_set_config
+from idiff_core.config import canonical_json, configured_name, replicate_of, world_set_config
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"
@@ -141,11 +141,6 @@ def evaluated_model(model):
             "model": fr_backbone(model)}
 
 
-def base_name(name, replicate):
-    """The configured name of replicate `replicate`'s copy `name` (config.replicate_name's inverse)."""
-    return name.removesuffix(f"_rep{replicate}") if replicate else name
-
-
 def experiment_row(model):
     """The descriptive columns of a model's row in lfw.csv."""
     if model in EXPERIMENTS:
@@ -153,8 +148,8 @@ def experiment_row(model):
         ds = config["datasets"][exp["dataset"]]
         gen = config["generators"][ds["generator"]]
         replicate = replicate_of(exp)
-        return {"experiment": base_name(model, replicate), "replicate": replicate,
-                "generator": base_name(ds["generator"], replicate_of(gen)),
+        return {"experiment": configured_name(model, replicate), "replicate": replicate,
+                "generator": configured_name(ds["generator"], replicate_of(gen)),
                 "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
                 "cpd": gen["unet"].get("context_dropout_probability",
                                        config["ldm"]["unet"]["context_dropout_probability"]),
