@@ -67,6 +67,7 @@ rule all:
         "results/eval/lfw_summary.csv",
         "results/eval/separability.csv",
         "results/eval/leakage.csv",
+        "results/eval/appearance.csv",
         ["results/eval/benchmarks.csv"] if BENCHMARKS else [],
         expand("results/eval/lfw_contexts/{generator}.csv", generator=CONDITIONAL_GENERATORS),
         report_figures(),

@@ -244,7 +244,8 @@ def verification_scores(bench):
 
 def report_tables():
     """The report's tables: name -> result CSV."""
-    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "lfw_summary", "separability", "leakage")}
+    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "lfw_summary", "separability", "leakage",
+                                                           "appearance")}
     if BENCHMARKS:
         tables.update(benchmarks="results/eval/benchmarks.csv", benchmarks_paper="results/eval/benchmarks_paper.csv")
     tables.update({f"lfw_contexts_{g}": f"results/eval/lfw_contexts/{g}.csv" for g in CONDITIONAL_GENERATORS})

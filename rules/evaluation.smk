@@ -110,14 +110,36 @@ rule synthetic_quality:
         "../workflow_scripts/synthetic_quality.py"
 
 
+rule sample_appearance:
+    """MTCNN's detection rate and the colour of one dataset's samples against the training faces'."""
+    input:
+        samples=lambda w: expand("results/samples/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
+        training=EMBEDDED_IMAGES["ffhq"],
+        summary="results/datasets/{dataset}_summary.json",
+    output:
+        table="results/eval/appearance/{dataset}.csv",
+    params:
+        settings=lambda w: settings(dataset=w.dataset, seed=config["evaluation"]["seed"],
+                                    training_images=config["evaluation"]["appearance"]["training_images"]),
+    log:
+        "results/logs/sample_appearance/{dataset}.log",
+    benchmark:
+        "results/benchmarks/sample_appearance/{dataset}.tsv"
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/sample_appearance.py"
+
+
 rule quality_table:
-    """results/eval/{separability,leakage}.csv: one row per synthetic dataset."""
+    """results/eval/{separability,leakage,appearance}.csv: one row per synthetic dataset."""
     input:
         rows=lambda w: expand("results/eval/{table}/{dataset}.csv", table=w.table, dataset=config["datasets"]),
     output:
         table="results/eval/{table}.csv",
     wildcard_constraints:
-        table="separability|leakage",
+        table="separability|leakage|appearance",
     log:
         "results/logs/quality_table/{table}.log",
     benchmark:

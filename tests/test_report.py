@@ -26,7 +26,7 @@ FIGURES = {
     f"results/report/separability/{DATASET}_histogram.png": "Identity separability",
     f"results/eval/lfw_contexts/{GENERATOR}_histogram.png": "LFW contexts",
     f"results/eval/lfw_contexts/{GENERATOR}_grid.png": "LFW contexts",
-    **{f"results/report/tables/{t}.html": "Tables" for t in ("lfw", "separability", "leakage",
+    **{f"results/report/tables/{t}.html": "Tables" for t in ("lfw", "separability", "leakage", "appearance",
                                                              f"lfw_contexts_{GENERATOR}")},
 }
 

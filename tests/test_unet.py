@@ -157,6 +157,15 @@ def test_bad_config_is_refused(bad):
         UNet(**dict(TINY, **bad))
 
 
+def test_norm_groups_reach_every_group_norm_and_keep_the_key_layout():
+    published, narrow = UNet(**TINY), UNet(**TINY, norm_groups=8)
+    groups = lambda model: {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups(published) == {32} and groups(narrow) == {8}
+    assert _manifest(published) == _manifest(narrow)
+    with pytest.raises(ValueError, match="norm_groups"):
+        UNet(**TINY, norm_groups=24)
+
+
 def test_ddpm_checkpoint_round_trip_and_mismatch(tmp_path):
     unet = UNet(**TINY)
     _randomise(unet, 3)

@@ -90,7 +90,17 @@ def test_no_res_block_levels_keep_their_width():
     assert out.reconstruction.shape == (1, 3, 16, 16) and out.indices.shape == (1, 4, 4)
 
 
-@pytest.mark.parametrize("change, message", [({"double_z": True}, "double_z"), ({"ch": 48}, "divisible by 32")])
+def test_norm_groups_reach_every_group_norm_and_keep_the_key_layout():
+    """Fewer groups than channels keeps colour in a narrow model; the published keys stay the same."""
+    small = {**PAPER, "ch": 32, "ch_mult": [1, 2], "n_embed": 16}
+    published, narrow = VQModel(VQConfig(**small)), VQModel(VQConfig(**small, norm_groups=8))
+    groups = lambda model: {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
+    assert groups(published) == {32} and groups(narrow) == {8}
+    assert {k: v.shape for k, v in published.state_dict().items()} == {k: v.shape for k, v in narrow.state_dict().items()}
+
+
+@pytest.mark.parametrize("change, message", [({"double_z": True}, "double_z"), ({"ch": 48}, r"divisible by norm_groups \(32\)"),
+                                             ({"ch": 32, "norm_groups": 24}, r"divisible by norm_groups \(24\)")])
 def test_config_refuses_unsupported_architectures(change, message):
     with pytest.raises(ValueError, match=message):
         VQConfig(**{**PAPER, **change})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -35,9 +36,13 @@ def test_every_stage_left_its_files(smoke_run):
     assert all(len(list(p.glob("*.png"))) == 4 for p in identities)
     samples = list((results / "samples" / "uniform_cpd25").glob("shard*/*/*.png"))
     assert len(samples) == 10 * 4
-    for name in ("separability", "leakage"):
+    for name in ("separability", "leakage", "appearance"):
         table = pd.read_csv(results / "eval" / f"{name}.csv")
         assert list(table["dataset"]) == ["uniform_cpd25"]
+    appearance = pd.read_csv(results / "eval" / "appearance.csv").iloc[0]
+    summary = json.loads((results / "datasets" / "uniform_cpd25_summary.json").read_text())
+    assert appearance["detection_rate"] == summary["detection_rate"] and appearance["samples_images"] == len(samples)
+    assert 0 < appearance["samples_lightness_mean"] < 100 and 0 < appearance["training_lightness_mean"] < 100
     separability = pd.read_csv(results / "eval" / "separability.csv").iloc[0]
     assert (separability["sampler"], separability["sampling_steps"]) == ("dpmsolver++", 5)
     assert pd.isna(separability["guidance_scale"])  # off by default

@@ -16,13 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 CONDITION_TYPES = ("CA", "AdaGN")
-GROUPS = 32
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    if channels % GROUPS:
-        raise ValueError(f"channel count {channels} is not a multiple of the {GROUPS} GroupNorm groups")
-    return nn.GroupNorm(GROUPS, channels)
+def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    if channels % groups:
+        raise ValueError(f"channel count {channels} is not a multiple of the {groups} GroupNorm groups (norm_groups)")
+    return nn.GroupNorm(groups, channels)
 
 
 def _zero_(module: nn.Module) -> nn.Module:
@@ -86,11 +85,11 @@ def _heads(channels: int, attention_heads: int, head_channels: int) -> int:
 class SelfAttentionBlock(nn.Module):
     """Residual self-attention over the pixels (AdaGN-conditional and unconditional models)."""
 
-    def __init__(self, channels: int, attention_heads: int, head_channels: int):
+    def __init__(self, channels: int, attention_heads: int, head_channels: int, groups: int):
         super().__init__()
         self.attention = MultiHeadAttention(channels, _heads(channels, attention_heads, head_channels),
                                             head_channels)
-        self.norm = _group_norm(channels)
+        self.norm = _group_norm(channels, groups)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -104,7 +103,8 @@ class CrossAttentionBlock(nn.Module):
     (`x_norm`) is shared by the three sub-layers, as in the original.
     """
 
-    def __init__(self, channels: int, attention_heads: int, head_channels: int, context_channels: int):
+    def __init__(self, channels: int, attention_heads: int, head_channels: int, context_channels: int,
+                 groups: int):
         super().__init__()
         heads = _heads(channels, attention_heads, head_channels)
         inner = heads * head_channels
@@ -114,8 +114,8 @@ class CrossAttentionBlock(nn.Module):
         self.self_attention = MultiHeadAttention(inner, heads, head_channels)
         self.c_proj_in = nn.Linear(context_channels, context_channels * head_channels)
         self.cross_attention = MultiHeadAttention(inner, heads, head_channels, key_channels=context_channels)
-        self.x_norm = _group_norm(inner)
-        self.c_norm = _group_norm(context_channels)
+        self.x_norm = _group_norm(inner, groups)
+        self.c_norm = _group_norm(context_channels, groups)
         self.ff = nn.Sequential(nn.Linear(inner, 4 * inner), nn.GELU(), nn.Linear(4 * inner, inner))
 
     def forward(self, x_in: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,9 +131,9 @@ class CrossAttentionBlock(nn.Module):
 class AdaptiveGroupNorm(nn.Module):
     """GroupNorm whose output is modulated per sample: (1 + scale) * norm(h) + shift."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = _group_norm(channels)
+        self.norm = _group_norm(channels, groups)
 
     def forward(self, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         return (1 + scale[:, :, None, None]) * self.norm(h) + shift[:, :, None, None]
@@ -142,16 +142,17 @@ class AdaptiveGroupNorm(nn.Module):
 class ResidualBlock(nn.Module):
     """Conv residual block with AdaGN time (and, for AdaGN models, context) modulation."""
 
-    def __init__(self, in_channels: int, out_channels: int, time_channels: int, context_channels: int | None):
+    def __init__(self, in_channels: int, out_channels: int, time_channels: int, context_channels: int | None,
+                 groups: int):
         super().__init__()
-        self.norm1 = _group_norm(in_channels)
+        self.norm1 = _group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.time_emb = nn.Sequential(nn.SiLU(), nn.Linear(time_channels, out_channels))
         self.context_emb = (nn.Sequential(nn.SiLU(), nn.Linear(context_channels, out_channels))
                             if context_channels is not None else None)
         self.scale_emb = nn.Linear(out_channels, out_channels)
         self.shift_emb = nn.Linear(out_channels, out_channels)
-        self.norm2 = AdaptiveGroupNorm(out_channels)
+        self.norm2 = AdaptiveGroupNorm(out_channels, groups)
         self.conv2 = _zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
@@ -209,14 +210,16 @@ class UNet(nn.Module):
     `context` is the raw (B, context_input_channels) identity embedding; `None` means the empty
     context for every sample. `dropout_mask` (B bools) replaces the marked rows by the empty context.
     CPD (`context_dropout_probability`) is element-wise dropout on the projected context, active only
-    in training mode.
+    in training mode. `norm_groups` (the original: 32) does not change the weights' names or shapes; a
+    narrow model needs fewer groups than channels, since a group of one channel (an instance norm)
+    erases each channel's spatial mean, the global brightness and colour of the latent.
     """
 
     def __init__(self, input_channels: int, initial_channels: int, channel_multipliers: Sequence[int],
                  is_attention: Sequence[bool], attention_heads: int, attention_head_channels: int,
                  n_blocks_per_resolution: int, context_input_channels: int, context_channels: int,
                  condition_type: str, is_context_conditional: bool, context_dropout_probability: float,
-                 n_context_classes: int = 0, learn_empty_context: bool = False):
+                 n_context_classes: int = 0, learn_empty_context: bool = False, norm_groups: int = 32):
         super().__init__()
         if condition_type not in CONDITION_TYPES:
             raise ValueError(f"condition_type must be one of {CONDITION_TYPES}, got {condition_type!r}")
@@ -236,11 +239,12 @@ class UNet(nn.Module):
 
         def attention(channels: int) -> nn.Module:
             if use_cross_attention:
-                return CrossAttentionBlock(channels, attention_heads, attention_head_channels, context_channels)
-            return SelfAttentionBlock(channels, attention_heads, attention_head_channels)
+                return CrossAttentionBlock(channels, attention_heads, attention_head_channels, context_channels,
+                                           norm_groups)
+            return SelfAttentionBlock(channels, attention_heads, attention_head_channels, norm_groups)
 
         def block(c_in: int, c_out: int, with_attention: bool) -> ResAttnBlock:
-            return ResAttnBlock(ResidualBlock(c_in, c_out, time_channels, block_context),
+            return ResAttnBlock(ResidualBlock(c_in, c_out, time_channels, block_context, norm_groups),
                                 attention(c_out) if with_attention else None)
 
         widths = [initial_channels]
@@ -263,8 +267,9 @@ class UNet(nn.Module):
         self.down = nn.ModuleList(down)
 
         bottom = widths[-1]
-        self.middle = MiddleBlock(ResidualBlock(bottom, bottom, time_channels, block_context), attention(bottom),
-                                  ResidualBlock(bottom, bottom, time_channels, block_context))
+        self.middle = MiddleBlock(ResidualBlock(bottom, bottom, time_channels, block_context, norm_groups),
+                                  attention(bottom),
+                                  ResidualBlock(bottom, bottom, time_channels, block_context, norm_groups))
 
         up: list[nn.Module] = []
         for i in reversed(range(levels)):
@@ -275,7 +280,7 @@ class UNet(nn.Module):
                 up.append(Upsample(widths[i]))
         self.up = nn.ModuleList(up)
 
-        self.norm = _group_norm(initial_channels)
+        self.norm = _group_norm(initial_channels, norm_groups)
         self.final = _zero_(nn.Conv2d(initial_channels, input_channels, 3, padding=1))
 
     def embed_context(self, context: torch.Tensor | None, batch_size: int,

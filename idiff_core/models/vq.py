@@ -32,13 +32,16 @@ class VQConfig:
     dropout: float
     n_embed: int
     embed_dim: int
+    norm_groups: int = 32
+    """GroupNorm groups (LDM: 32). A group of one channel is an instance norm, which erases each
+    channel's spatial mean: at ch 32 the decoder then cannot carry an image's colour or brightness."""
 
     def __post_init__(self) -> None:
         if self.double_z:
             raise ValueError("double_z must be false for the VQ autoencoder (double_z belongs to the KL autoencoder)")
         widths = [self.ch * m for m in self.ch_mult]
-        if not self.ch_mult or any(w % 32 for w in widths):
-            raise ValueError(f"ch * ch_mult must give channel counts divisible by 32 (GroupNorm has 32 groups); "
+        if not self.ch_mult or self.norm_groups < 1 or any(w % self.norm_groups for w in widths):
+            raise ValueError(f"ch * ch_mult must give channel counts divisible by norm_groups ({self.norm_groups}); "
                              f"got ch={self.ch}, ch_mult={self.ch_mult} -> {widths}")
 
     @property
@@ -47,8 +50,8 @@ class VQConfig:
         return 2 ** (len(self.ch_mult) - 1)
 
 
-def _norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+def _norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(groups, channels, eps=1e-6, affine=True)
 
 
 def _swish(x: torch.Tensor) -> torch.Tensor:
@@ -58,11 +61,11 @@ def _swish(x: torch.Tensor) -> torch.Tensor:
 class ResnetBlock(nn.Module):
     """Two norm-swish-conv stages with a 1x1 shortcut when the width changes; no time input."""
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+    def __init__(self, in_channels: int, out_channels: int, dropout: float, groups: int):
         super().__init__()
-        self.norm1 = _norm(in_channels)
+        self.norm1 = _norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = _norm(out_channels)
+        self.norm2 = _norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
@@ -78,9 +81,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head spatial self-attention with 1x1 projections and a residual connection."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, groups: int):
         super().__init__()
-        self.norm = _norm(channels)
+        self.norm = _norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
@@ -122,11 +125,11 @@ class Upsample(nn.Module):
 class _Middle(nn.Module):
     """block -> attention -> block at the lowest resolution (attention always present)."""
 
-    def __init__(self, channels: int, dropout: float):
+    def __init__(self, channels: int, dropout: float, groups: int):
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        self.block_1 = ResnetBlock(channels, channels, dropout, groups)
+        self.attn_1 = AttnBlock(channels, groups)
+        self.block_2 = ResnetBlock(channels, channels, dropout, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(x)))
@@ -136,11 +139,11 @@ class _Level(nn.Module):
     """One resolution level: res blocks (each followed by attention when enabled) and a resampler."""
 
     def __init__(self, in_channels: int, out_channels: int, n_blocks: int, with_attention: bool,
-                 dropout: float, resample: nn.Module | None, resample_name: str):
+                 dropout: float, groups: int, resample: nn.Module | None, resample_name: str):
         super().__init__()
         widths = [in_channels] + [out_channels] * n_blocks
-        self.block = nn.ModuleList(ResnetBlock(a, b, dropout) for a, b in zip(widths[:-1], widths[1:]))
-        self.attn = nn.ModuleList(AttnBlock(out_channels) for _ in range(n_blocks if with_attention else 0))
+        self.block = nn.ModuleList(ResnetBlock(a, b, dropout, groups) for a, b in zip(widths[:-1], widths[1:]))
+        self.attn = nn.ModuleList(AttnBlock(out_channels, groups) for _ in range(n_blocks if with_attention else 0))
         self.resample_name = resample_name
         if resample is not None:
             self.add_module(resample_name, resample)
@@ -168,13 +171,13 @@ class Encoder(nn.Module):
             # with no res blocks a level keeps its input width
             width = cfg.ch * (mult if cfg.num_res_blocks else in_mult[i])
             levels.append(_Level(cfg.ch * in_mult[i], width, cfg.num_res_blocks, resolution in cfg.attn_resolutions,
-                                 cfg.dropout, None if last else Downsample(width), "downsample"))
+                                 cfg.dropout, cfg.norm_groups, None if last else Downsample(width), "downsample"))
             if not last:
                 resolution //= 2
         self.down = nn.ModuleList(levels)
         top = width
-        self.mid = _Middle(top, cfg.dropout)
-        self.norm_out = _norm(top)
+        self.mid = _Middle(top, cfg.dropout, cfg.norm_groups)
+        self.norm_out = _norm(top, cfg.norm_groups)
         self.conv_out = nn.Conv2d(top, cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,19 +194,19 @@ class Decoder(nn.Module):
         super().__init__()
         top = cfg.ch * cfg.ch_mult[-1]
         self.conv_in = nn.Conv2d(cfg.z_channels, top, 3, padding=1)
-        self.mid = _Middle(top, cfg.dropout)
+        self.mid = _Middle(top, cfg.dropout, cfg.norm_groups)
         resolution = cfg.resolution // cfg.downsampling
         levels: list[_Level] = []
         width_in = top
         for i in reversed(range(len(cfg.ch_mult))):
             width = cfg.ch * cfg.ch_mult[i]
             levels.insert(0, _Level(width_in, width, cfg.num_res_blocks + 1, resolution in cfg.attn_resolutions,
-                                    cfg.dropout, Upsample(width) if i > 0 else None, "upsample"))
+                                    cfg.dropout, cfg.norm_groups, Upsample(width) if i > 0 else None, "upsample"))
             width_in = width
             if i > 0:
                 resolution *= 2
         self.up = nn.ModuleList(levels)
-        self.norm_out = _norm(cfg.ch * cfg.ch_mult[0])
+        self.norm_out = _norm(cfg.ch * cfg.ch_mult[0], cfg.norm_groups)
         self.conv_out = nn.Conv2d(cfg.ch * cfg.ch_mult[0], cfg.out_ch, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
