@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from idiff_core.data.download import link_or_copy
-from idiff_core.io import UnreadableImage, atomic_path, file_stamp, list_images, read_rgb, write_png
+from idiff_core.io import UnreadableImage, atomic_path, file_stamp, link_or_copy, list_images, read_rgb, write_png
 from idiff_core.progress import progress, step_size
 from idiff_core.runtime import resolve_device, set_threads
 

@@ -15,8 +15,7 @@ import re
 from pathlib import Path
 
 from idiff_core.alignment import WRITTEN, output_name, read_manifest
-from idiff_core.data.download import link_or_copy as hard_link_or_copy
-from idiff_core.io import IMAGE_EXTENSIONS, atomic_path
+from idiff_core.io import IMAGE_EXTENSIONS, atomic_path, link_or_copy
 
 STATUS_COLUMN = {"aligned": "detected", "resized": "resized", "dropped": "dropped", "unreadable": "unreadable"}
 IDENTITY_COLUMNS = ("identity", "images", "detected", "resized", "dropped", "unreadable", "kept")
@@ -25,12 +24,6 @@ IDENTITY_COLUMNS = ("identity", "images", "detected", "resized", "dropped", "unr
 def natural_key(name: str) -> list:
     """Sort key that orders '2' before '10' and zero-padded names as usual."""
     return [(0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Place `src` at `dst` atomically: a hard link when both are on one file system, else a copy."""
-    with atomic_path(dst) as tmp:
-        hard_link_or_copy(src, tmp)
 
 
 def _collect(aligned_dirs: list, manifests: list) -> dict[str, dict]:
@@ -110,7 +103,7 @@ def assemble_dataset(aligned_dirs: list[str | os.PathLike], manifests: list[str 
     if out_dir.exists():
         _remove_stale(out_dir, set(plan))
     for dst, src in plan.items():
-        link_or_copy(src, dst)
+        link_or_copy(src, dst, atomic=True)
     kept = set(chosen)
     rows = [{"identity": name, **{c: found[name][c] for c in IDENTITY_COLUMNS[1:-1]},
              "kept": depth if name in kept else 0} for name in order]

@@ -20,8 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import save_state
-from .data.download import file_digests
-from .io import UnreadableImage, atomic_path, list_images, read_rgb, save_matrix
+from .io import UnreadableImage, atomic_path, file_digests, list_images, read_rgb, save_matrix
 from .models.iresnet import BackboneSpec
 from .progress import progress, step_size
 from .runtime import resolve_device, set_threads

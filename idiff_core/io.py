@@ -1,4 +1,4 @@
-"""File formats shared by the stages: images, embedding matrices, atomic writes.
+"""Files shared by the stages: images, embedding matrices, atomic writes, links and digests.
 
 Every file a stage writes goes through `atomic_path`, so a killed job never leaves a half-written
 file that a resumed job would mistake for a finished one.
@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -18,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+CHUNK_BYTES = 1 << 20
 
 
 class UnreadableImage(ValueError):
@@ -56,6 +59,46 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@dataclass(frozen=True)
+class FileDigests:
+    """A file's size and digests, read once (a download checks them; a model file is named by its SHA-256)."""
+
+    path: Path
+    size: int
+    md5: str
+    sha256: str
+
+
+def file_digests(path: str | os.PathLike) -> FileDigests:
+    """Size, MD5 and SHA-256 of `path`, read once."""
+    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            md5.update(chunk)
+            sha256.update(chunk)
+            size += len(chunk)
+    return FileDigests(Path(path), size, md5.hexdigest(), sha256.hexdigest())
+
+
+def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike, *, atomic: bool = False) -> None:
+    """Make `dest` hold `source`'s bytes: a hard link (no extra disk), or a copy across file systems.
+
+    `atomic`: build it beside `dest` and rename it into place, for outputs a killed job must not leave
+    half-copied.
+    """
+    if atomic:
+        with atomic_path(dest) as tmp:
+            link_or_copy(source, tmp)
+        return
+    dest = Path(dest)
+    dest.unlink(missing_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

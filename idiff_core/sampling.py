@@ -20,10 +20,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .assembly import link_or_copy
 from .autoencoder import load_decoder
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
-from .io import atomic_path, files_key, load_matrix, write_png
+from .io import atomic_path, files_key, link_or_copy, load_matrix, write_png
 from .models.vq import VQConfig
 from .progress import progress
 from .runtime import derive_seed
@@ -114,6 +113,6 @@ def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, An
         writer.writerow(["identity", "image", "seed", "path"])
         for i in mine:
             for j in range(per_image):
-                link_or_copy(work / ids[i] / f"{j}.png", out / ids[i] / f"{j}.png")
+                link_or_copy(work / ids[i] / f"{j}.png", out / ids[i] / f"{j}.png", atomic=True)
                 writer.writerow([ids[i], j, image_seed(settings.seed, ids[i], j), f"{ids[i]}/{j}.png"])
     out.mkdir(parents=True, exist_ok=True)

@@ -7,24 +7,21 @@ match. Only the standard library is used, so the download path has no extra depe
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
 import re
-import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
+from ..io import CHUNK_BYTES, FileDigests, file_digests, link_or_copy
 from ..progress import progress
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1 << 20
 USER_AGENT = "idiff-workflow (python urllib)"
 # HTTP statuses worth retrying; any other 4xx/5xx means the URL itself is wrong.
 TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
@@ -38,29 +35,8 @@ class ChecksumMismatch(DownloadError):
     """A file's size or digest differs from the one the config expects."""
 
 
-@dataclass(frozen=True)
-class FetchedFile:
-    """A verified file and the digests observed for it (worth recording where none was published)."""
-
-    path: Path
-    size: int
-    md5: str
-    sha256: str
-
-
-def file_digests(path: str | os.PathLike) -> FetchedFile:
-    """Size, MD5 and SHA-256 of `path`, read once."""
-    md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            md5.update(chunk)
-            sha256.update(chunk)
-            size += len(chunk)
-    return FetchedFile(Path(path), size, md5.hexdigest(), sha256.hexdigest())
-
-
 def verify_checksum(path: str | os.PathLike, *, md5: str | None = None, sha256: str | None = None,
-                    size: int | None = None, fix: str = "") -> FetchedFile:
+                    size: int | None = None, fix: str = "") -> FileDigests:
     """Hash `path`; raise ChecksumMismatch naming the file, expected and actual values, and `fix`."""
     found = file_digests(path)
     problems = [f"expected {what} {want}, got {got}"
@@ -86,7 +62,7 @@ def local_source(source: str | os.PathLike) -> Path | None:
 
 def fetch(source: str | os.PathLike, dest: str | os.PathLike, *, md5: str | None = None,
           sha256: str | None = None, size: int | None = None, retries: int, timeout: float,
-          show_progress: bool = True) -> FetchedFile:
+          show_progress: bool = True) -> FileDigests:
     """Make `dest` a verified copy of `source` (URL, file:// URL or local path) and return its digests.
 
     A downloaded `dest` that matches (and came from the same URL, recorded in `<dest>.source`) is
@@ -129,11 +105,11 @@ def fetch(source: str | os.PathLike, dest: str | os.PathLike, *, md5: str | None
                       show_progress=show_progress)
             found = _verified_part(part, dest, md5, sha256, size, fix)
     os.replace(part, dest)
-    return FetchedFile(dest, found.size, found.md5, found.sha256)
+    return FileDigests(dest, found.size, found.md5, found.sha256)
 
 
 def _verified_part(part: Path, dest: Path, md5: str | None, sha256: str | None, size: int | None,
-                   fix: str) -> FetchedFile:
+                   fix: str) -> FileDigests:
     """Check a finished part file; a bad one is deleted and reported under the final name."""
     _refuse_web_page(part, dest)
     try:
@@ -151,17 +127,6 @@ def _forget_other_source(dest: Path, part: Path, source: str) -> None:
         part.unlink(missing_ok=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(source)
-
-
-def link_or_copy(source: str | os.PathLike, dest: str | os.PathLike) -> None:
-    """Make `dest` hold `source`'s bytes: a hard link (no extra disk), or a copy across file systems."""
-    dest = Path(dest)
-    dest.unlink(missing_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, dest)
-    except OSError:
-        shutil.copyfile(source, dest)
 
 
 def _refuse_web_page(part: Path, dest: Path) -> None:

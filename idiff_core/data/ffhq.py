@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..io import UnreadableImage, atomic_path, read_rgb, write_png
+from ..io import UnreadableImage, atomic_path, link_or_copy, read_rgb, write_png
 from ..progress import progress
 from . import DatasetError
 from .archive import archive_members, safe_extract
-from .download import DownloadError, fetch, link_or_copy
+from .download import DownloadError, fetch
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +243,7 @@ def _write_one(source: _Source, dest: Path, settings: FFHQSettings) -> dict:
             raise ValueError(f"is {shape[0]}x{shape[1]}, expected {want}x{want} for FFHQ {settings.variant}")
         pixels = read_rgb(source.path)  # decodes the whole file: truncated files fail here
         if shape == (size, size) and mode == "RGB" and fmt == "PNG":
-            with atomic_path(dest) as tmp:
-                link_or_copy(source.path, tmp)
+            link_or_copy(source.path, dest, atomic=True)
         else:
             resized = Image.fromarray(pixels).resize((size, size), Image.Resampling.LANCZOS)
             write_png(dest, np.asarray(resized))

@@ -16,10 +16,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import atomic_path
+from ..io import atomic_path, file_digests, link_or_copy
 from . import DatasetError
 from .archive import archive_members, safe_extract
-from .download import fetch, file_digests, link_or_copy
+from .download import fetch
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,7 @@ def fetch_ldm_first_stage(settings: LDMSettings, out_ckpt: str | os.PathLike, *,
     if zipfile.is_zipfile(fetched.path):
         _extract_member(fetched.path, settings.member, out_ckpt, cache)
     else:
-        with atomic_path(out_ckpt) as tmp:
-            link_or_copy(fetched.path, tmp)
+        link_or_copy(fetched.path, out_ckpt, atomic=True)
     record = {"location": settings.location, "source_file": fetched.path.name, "source_sha256": fetched.sha256,
               "source_size": fetched.size, "checkpoint_sha256": file_digests(out_ckpt).sha256,
               "checkpoint_size": out_ckpt.stat().st_size}

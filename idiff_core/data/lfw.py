@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluation.benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
-from ..io import IMAGE_EXTENSIONS
+from ..io import IMAGE_EXTENSIONS, link_or_copy
 from . import DatasetError
 from .archive import safe_extract
-from .download import fetch, link_or_copy
+from .download import fetch
 
 log = logging.getLogger(__name__)
 

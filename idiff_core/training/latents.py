@@ -22,9 +22,8 @@ import torch
 
 from ..autoencoder import encode_images, load_encoder
 from ..checkpoint import load_state, save_state
-from ..data.download import file_digests
 from ..embeddings import image_names
-from ..io import files_key, list_images, read_rgb
+from ..io import file_digests, files_key, list_images, read_rgb
 from ..models.vq import VQConfig
 from ..progress import progress, step_size
 from ..runtime import resolve_device, set_threads
