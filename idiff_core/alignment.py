@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -27,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from idiff_core.io import UnreadableImage, atomic_path, file_stamp, link_or_copy, list_images, read_rgb, write_png
+from idiff_core.io import UnreadableImage, atomic_path, link_or_copy, list_images, read_rgb, write_png
+from idiff_core.resume import StateFolder, file_key, settings_key
 from idiff_core.progress import progress, step_size
 from idiff_core.runtime import resolve_device, set_threads
 
@@ -236,28 +236,30 @@ def align_images(images: list[np.ndarray], settings: AlignSettings, detector: MT
     return results  # type: ignore[return-value]
 
 
-def _settings_key(settings: AlignSettings) -> str:
-    """A fingerprint of the settings that change outputs (not batch_size), so a resumed run never reuses
-    outputs made with other settings."""
+def _state_key(settings: AlignSettings) -> dict[str, str]:
+    """The settings that change outputs (not batch_size): a resumed run never reuses outputs of others."""
     values = dataclasses.asdict(settings) | {"thresholds": list(settings.thresholds)}
     del values["batch_size"]
-    text = json.dumps(values, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {"settings": settings_key(values)}
 
 
-def _load_journal(journal: Path, keys: dict[str, str], out_dir: Path) -> dict[str, dict]:
-    """Records of finished images from an earlier run: same key (settings and input file, see
-    `align_folder`), and the output still on disk."""
+def _load_journal(journal: Path, in_dir: Path, relatives: set[str], out_dir: Path) -> dict[str, dict]:
+    """Records of finished images from an earlier run: made from an input of the same content (a rerun
+    upstream rewrites the inputs, and their old alignments must not be reused), output still on disk."""
     records: dict[str, dict] = {}
     if not journal.exists():
         return records
+    keys: dict[str, str] = {}  # each input's digest, read once however often the journal names it
     with open(journal, encoding="utf-8") as fh:
         for line in fh:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:  # a line cut short by a kill
                 continue
-            if record.get("key") != keys.get(record.get("path")):
+            path = record.get("path")
+            if path in relatives and path not in keys:
+                keys[path] = file_key(in_dir / path)
+            if path not in keys or record.get("key") != keys[path]:
                 continue
             has_output = record["status"] in WRITTEN
             if has_output and not (out_dir / output_name(record["path"])).exists():
@@ -307,8 +309,9 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
     """Align every image under `in_dir` (or only those `only` lists, as paths relative to `in_dir`)
     into `out_dir` (same tree, `.png`) and write the manifest.
 
-    Resumable: images are aligned into `state_dir` and listed in its `.align_journal.jsonl` (one JSON
-    line per image, appended after its output is written), so a rerun after a kill skips them; the
+    Resumable: images are aligned into the folder of these settings under `state_dir` and listed in its
+    `.align_journal.jsonl` (one JSON line per image with its input's digest, appended after its output
+    is written), so a rerun after a kill skips them; the
     workflow deletes an unfinished job's outputs, never its state. At the end the aligned images are
     published into `out_dir` (hard links where possible). Unreadable files are recorded and skipped.
     Returns the manifest records.
@@ -329,14 +332,10 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
         clash = outputs.setdefault(output_name(relative), relative)
         if clash != relative:
             raise ValueError(f"{clash} and {relative} in {in_dir} would both be written to {output_name(relative)}")
-    work = Path(state_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    # an image is done when aligned with these settings from this very input file: a rerun upstream
-    # rewrites the inputs (new size/mtime), and their old alignments must not be reused
-    settings_key = _settings_key(settings)
-    keys = {r: f"{settings_key}/{file_stamp(in_dir / r)}" for r in relatives}
+    # an image is done when aligned with these settings from an input of this content
+    work = StateFolder(state_dir, _state_key(settings), "alignment").open()
     journal = work / JOURNAL_NAME
-    done = _load_journal(journal, keys, work)
+    done = _load_journal(journal, in_dir, set(relatives), work)
     todo = [r for r in relatives if r not in done]
     detector = make_detector(settings, device) if todo else None
     with open(journal, "a", encoding="utf-8") as log, \
@@ -350,12 +349,14 @@ def align_folder(in_dir: str | os.PathLike, out_dir: str | os.PathLike, manifest
                     images.append(read_rgb(in_dir / relative))
                     readable.append(relative)
                 except UnreadableImage as err:
-                    records.append(_record(relative, keys[relative], "unreadable", 0, float("nan"), str(err)))
+                    records.append(_record(relative, file_key(in_dir / relative), "unreadable", 0, float("nan"),
+                                           str(err)))
                     bar.update(1)
             for relative, result in zip(readable, align_images(images, settings, detector, bar=bar)):
                 if result.image is not None:
                     write_png(work / output_name(relative), result.image)
-                records.append(_record(relative, keys[relative], result.status, result.n_faces, result.prob, result.error))
+                records.append(_record(relative, file_key(in_dir / relative), result.status, result.n_faces,
+                                       result.prob, result.error))
             for record in records:
                 if record["status"] not in WRITTEN:  # an output left by a run with other settings must go
                     (work / output_name(record["path"])).unlink(missing_ok=True)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
-import json
 import math
 import os
 import pickle
-import sys
 import time
 import types
 from dataclasses import dataclass
@@ -27,9 +25,10 @@ import torch
 from torch.nn import functional as F
 
 from .checkpoint import capture_rng, load_state, restore_rng, save_state
-from .io import atomic_path, files_key, list_images, read_rgb
+from .io import atomic_path, list_images, read_rgb
 from .models.vq import VQConfig, VQDecoder, VQEncoder, VQModel
 from .progress import progress
+from .resume import StateFolder, images_key, settings_key
 from .runtime import derive_seed, resolve_device, seed_everything, set_threads
 
 PREFIX = "first_stage_model."
@@ -324,17 +323,14 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
     usage = torch.zeros(cfg.n_embed, dtype=torch.long)
     rows: list[list[float]] = []
     step, seconds_before = 0, 0.0
-    fingerprint = json.dumps({"settings": dataclasses.asdict(settings), "images": files_key(paths)}, sort_keys=True)
-    state_path = Path(state_dir) / "autoencoder_state.pt"
+    key = {"settings": settings_key(settings), "images": images_key(image_dir, paths)}
+    state_path = StateFolder(state_dir, key, "autoencoder").open() / "autoencoder_state.pt"
     if state_path.is_file():
         state = load_state(state_path)
-        if state["fingerprint"] == fingerprint:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            usage, rows, step, seconds_before = state["usage"], state["rows"], state["step"], state["seconds"]
-            restore_rng(state["rng"])
-        else:
-            print(f"autoencoder: {state_path} was saved for other settings or images; starting afresh", file=sys.stderr)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        usage, rows, step, seconds_before = state["usage"], state["rows"], state["step"], state["seconds"]
+        restore_rng(state["rng"])
 
     start_time = time.monotonic()
     bar = progress(total=settings.steps, desc="autoencoder", unit="step")
@@ -375,7 +371,7 @@ def train_autoencoder(image_dir: str | os.PathLike, out_ckpt: str | os.PathLike,
         bar.set_postfix(loss=f"{loss.item():.4f}", codes=rows[-1][6], refresh=False)
 
         if step % settings.checkpoint_every == 0 or step == settings.steps:
-            save_state(state_path, {"fingerprint": fingerprint, "model": model.state_dict(),
+            save_state(state_path, {"model": model.state_dict(),
                                     "optimizer": optimizer.state_dict(), "usage": usage, "rows": rows,
                                     "step": step, "seconds": seconds, "rng": capture_rng()})
             _write_loss_csv(loss_csv, rows)

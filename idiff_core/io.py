@@ -14,7 +14,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -25,21 +25,6 @@ CHUNK_BYTES = 1 << 20
 
 class UnreadableImage(ValueError):
     """An image file that exists but cannot be decoded (truncated, corrupt, not an image)."""
-
-
-def file_stamp(path: str | os.PathLike) -> str:
-    """'size:mtime_ns' of a file. It changes when the file is rewritten (an upstream job reran), and
-    stays when a killed job that reads the file is resumed: what resumable state is keyed on."""
-    stat = os.stat(path)
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def files_key(paths: Iterable[str | os.PathLike]) -> str:
-    """Short SHA-256 of files' paths (as given) and stamps: saved state is reused only while it matches."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(f"{os.fspath(path)}\0{file_stamp(path)}\n".encode())
-    return digest.hexdigest()[:16]
 
 
 @contextlib.contextmanager

@@ -10,8 +10,6 @@ rerun), each renamed into place only once complete, so a killed shard redoes onl
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import os
 import shutil
 from dataclasses import asdict, dataclass
@@ -22,9 +20,10 @@ import torch
 
 from .autoencoder import load_decoder
 from .generation import SamplerSettings, generate, latent_shape_of, load_generator
-from .io import atomic_path, files_key, link_or_copy, load_matrix, write_png
+from .io import atomic_path, link_or_copy, load_matrix, write_png
 from .models.vq import VQConfig
 from .progress import progress
+from .resume import StateFolder, file_key, settings_key
 from .runtime import derive_seed
 
 
@@ -55,12 +54,6 @@ def image_seed(seed: int, identity: str, image: int) -> int:
     return derive_seed(seed, "sample", identity, image)
 
 
-def _fingerprint(settings: SamplingSettings, *files: str | os.PathLike) -> str:
-    """Names the state folder: changes whenever the settings or any input file changes."""
-    text = json.dumps({"settings": asdict(settings), "files": files_key(files)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _write_identity(folder: Path, images) -> None:
     """Write one identity's images into a temporary folder, then rename it into place (atomic)."""
     tmp = folder.with_name(f".tmp-{folder.name}")
@@ -81,13 +74,10 @@ def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, An
                          f"to be sampled; raise the count of that context set or lower the dataset size")
     units = shard_units(settings.identities, settings, shard)
     mine = [i for unit in units for i in unit]
-    state = Path(state_dir)
-    work = state / _fingerprint(settings, generator_ckpt, decoder_path, contexts_npz)
-    if state.is_dir():
-        for stale in state.iterdir():
-            if stale != work:
-                shutil.rmtree(stale, ignore_errors=True)
-    work.mkdir(parents=True, exist_ok=True)
+    key = {"settings": settings_key({"sampling": asdict(settings), "unet": dict(unet_config),
+                                     "image_size": image_size}),
+           "generator": file_key(generator_ckpt), "decoder": file_key(decoder_path), "contexts": file_key(contexts_npz)}
+    work = StateFolder(state_dir, key, f"sampling shard {shard}").open()
 
     unet, schedule = load_generator(generator_ckpt, unet_config, device)
     decoder = load_decoder(decoder_path, vq_config)

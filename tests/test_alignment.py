@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -253,12 +254,13 @@ def test_resume_skips_finished_images(tmp_path, monkeypatch):
     assert seen == [] and (tmp_path / "m1.csv").read_text() == (tmp_path / "m2.csv").read_text()
 
     assert not list((tmp_path / "out").glob(".*"))  # the journal stays in the state dir
-    (state / "person_a" / "1.png").unlink()  # a lost output is redone, and only it
-    with open(state / alignment.JOURNAL_NAME, "a") as fh:
+    [work] = [p for p in state.iterdir() if p.is_dir()]  # the folder of these settings
+    (work / "person_a" / "1.png").unlink()  # a lost output is redone, and only it
+    with open(work / alignment.JOURNAL_NAME, "a") as fh:
         fh.write('{"path": "cut sh')  # a record cut short by a kill is ignored
     align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m3.csv", first, state_dir=state, threads=2,
                  device="cpu")
-    assert seen == [1] and (state / "person_a" / "1.png").exists() and (tmp_path / "out" / "person_a" / "1.png").exists()
+    assert seen == [1] and (work / "person_a" / "1.png").exists() and (tmp_path / "out" / "person_a" / "1.png").exists()
     assert (tmp_path / "m1.csv").read_text() == (tmp_path / "m3.csv").read_text()
 
     # an input rewritten upstream (a rerun of the job that made it) is aligned afresh, and only it
@@ -266,6 +268,13 @@ def test_resume_skips_finished_images(tmp_path, monkeypatch):
     align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m4.csv", first, state_dir=state, threads=2,
                  device="cpu")
     assert seen == [1, 1] and read_rgb(tmp_path / "out" / "person_a" / "0.png").mean() == 60
+
+    # a plain copy of inputs and state elsewhere (new modification times) resumes with nothing to do
+    shutil.copytree(tmp_path / "in", tmp_path / "copy" / "in", copy_function=shutil.copyfile)
+    shutil.copytree(state, tmp_path / "copy" / "state", copy_function=shutil.copyfile)
+    align_folder(tmp_path / "copy" / "in", tmp_path / "copy" / "out", tmp_path / "copy" / "m.csv", first,
+                 state_dir=tmp_path / "copy" / "state", threads=2, device="cpu")
+    assert seen == [1, 1] and (tmp_path / "copy" / "m.csv").read_text() == (tmp_path / "m4.csv").read_text()
 
     align_folder(tmp_path / "in", tmp_path / "out", tmp_path / "m5.csv", settings(batch_size=3, on_failure="drop"),
                  state_dir=state, threads=2, device="cpu")  # other settings: nothing is reused, and stale outputs go

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,8 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     with pytest.raises(Killed):
         train_fr(root, tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "state_b", settings, threads=1,
                  device="cpu", on_step=kill_at_epoch2_step3)
-    saved = load_state(tmp_path / "state_b" / STATE_FILE)["counters"]
+    [state_file] = (tmp_path / "state_b").glob(f"*/{STATE_FILE}")  # the folder of these settings and images
+    saved = load_state(state_file)["counters"]
     assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (1, 2, 6)
     assert not (tmp_path / "b.pt").exists()
     calls: list[tuple[int, int]] = []
@@ -182,7 +184,7 @@ def test_a_state_of_other_settings_is_not_resumed(tmp_path, capsys):
     changed = dataclasses.replace(settings, margin_m=0.5)
     train_fr(root, tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "state", changed, threads=1, device="cpu",
              on_step=lambda epoch, step: calls.append((epoch, step)))
-    assert calls[0] == (0, 1) and "other ['margin_m']: starting over" in capsys.readouterr().err
+    assert calls[0] == (0, 1) and "(other margin_m)" in capsys.readouterr().err
     train_fr(root, tmp_path / "c.pt", tmp_path / "c.csv", tmp_path / "fresh", changed, threads=1, device="cpu")
     b, c = torch.load(tmp_path / "b.pt", weights_only=True), torch.load(tmp_path / "c.pt", weights_only=True)
     assert all(torch.equal(b[k], c[k]) for k in b)
@@ -198,7 +200,21 @@ def test_a_state_of_other_images_is_not_resumed(tmp_path, capsys):
     calls: list[tuple[int, int]] = []
     train_fr(root, tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "state", settings, threads=1, device="cpu",
              on_step=lambda epoch, step: calls.append((epoch, step)))
-    assert calls[0] == (0, 1) and "other ['images']: starting over" in capsys.readouterr().err
+    assert calls[0] == (0, 1) and "(other images)" in capsys.readouterr().err
+
+
+def test_a_copied_results_folder_resumes(tmp_path):
+    """A plain copy (new modification times, another place) holds the same images: its state is reused."""
+    root = make_face_folder(tmp_path / "run" / "data", identities=7, images=3)
+    settings = tiny_settings(lr_schedule="step", lr_milestones=[1], randaugment=False, max_epochs=1)
+    train_fr(root, tmp_path / "a.pt", tmp_path / "a.csv", tmp_path / "run" / "state", settings, threads=1,
+             device="cpu")
+    shutil.copytree(tmp_path / "run", tmp_path / "copy", copy_function=shutil.copyfile)
+    calls: list[tuple[int, int]] = []
+    train_fr(tmp_path / "copy" / "data", tmp_path / "b.pt", tmp_path / "b.csv", tmp_path / "copy" / "state", settings,
+             threads=1, device="cpu", on_step=lambda epoch, step: calls.append((epoch, step)))
+    assert calls == []  # the copied state is the finished run: nothing left to train
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
 
 
 def test_plateau_needs_validation_identities(tmp_path):

@@ -81,7 +81,7 @@ def expected_lr(step: int, base: float, t0: int, mult: int) -> float:
 
 def test_short_run_writes_log_checkpoints_and_released_layout(world, tmp_path):
     summary = run(world, tmp_path, settings())
-    out, state = tmp_path / "out", tmp_path / "state"
+    out, [state] = tmp_path / "out", list((tmp_path / "state").iterdir())  # the folder of these settings and data
     assert summary["steps"] == 8 and summary["images"] == N_IMAGES and math.isfinite(summary["last_loss"])
 
     rows = read_csv(out / "loss.csv")
@@ -130,8 +130,9 @@ def test_interrupted_run_resumes_to_identical_losses_and_weights(world, tmp_path
     monkeypatch.setattr(ldm, "update_ema", killed_at_step_6)
     with pytest.raises(KeyboardInterrupt):
         run(world, broken, settings(preview_every=0))
-    assert load_state(broken / "state" / "checkpoint.pt")["step"] == 4
-    assert [int(r["step"]) for r in read_csv(broken / "state" / "loss.csv")][-1] == 6 - 1
+    [work] = (broken / "state").iterdir()  # the folder of these settings and data
+    assert load_state(work / "checkpoint.pt")["step"] == 4
+    assert [int(r["step"]) for r in read_csv(work / "loss.csv")][-1] == 6 - 1
     monkeypatch.setattr(ldm, "update_ema", real_update)
     summary = run(world, broken, settings(preview_every=0))
     assert summary["resumed_from"] == 4
@@ -161,7 +162,7 @@ def test_a_state_dir_of_other_settings_is_not_resumed(world, tmp_path, capsys):
     """A config change reruns the rule: the old run's checkpoint must neither block it nor leak into it."""
     run(world, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0))
     again = run(world, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
-    assert again["resumed_from"] == 0 and "other ['seed']: starting over" in capsys.readouterr().err
+    assert again["resumed_from"] == 0 and "(other seed)" in capsys.readouterr().err
     fresh = tmp_path / "fresh"
     fresh.mkdir()
     run(world, fresh, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0, seed=1))
@@ -178,7 +179,7 @@ def test_a_state_dir_of_other_embeddings_is_not_resumed(world, tmp_path, capsys)
     names, matrix, _ = load_matrix(emb)
     save_matrix(emb, names, -matrix)
     again = run(own, tmp_path, settings(steps=2, checkpoint_every=2, keep_steps=[], preview_every=0))
-    assert again["resumed_from"] == 0 and "other ['contexts']: starting over" in capsys.readouterr().err
+    assert again["resumed_from"] == 0 and "(other contexts)" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(world, tmp_path, monkeypatch):
@@ -193,7 +194,7 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(world, tmp_path, monkeypat
     monkeypatch.setattr(DiffusionSchedule, "training_loss", nan_from_step_3)
     with pytest.raises(ldm.NonFiniteLoss, match=r"nan at step 3.*checkpoint\.pt \(step 2\)"):
         run(world, tmp_path, settings(checkpoint_every=2, keep_steps=[], preview_every=0))
-    rows = read_csv(tmp_path / "state" / "loss.csv")
+    [rows] = [read_csv(p) for p in (tmp_path / "state").glob("*/loss.csv")]
     assert [int(r["step"]) for r in rows] == [0, 1, 2]
 
 
@@ -202,7 +203,7 @@ def test_latents_file_holds_image_and_flip_and_its_sources(world):
     names, paths = latents.training_images(world["images"])
     encoder_sha256 = hashlib.sha256(world["encoder"].read_bytes()).hexdigest()
     assert stored["names"] == names and stored["encoder_sha256"] == encoder_sha256
-    assert stored["key"] == latents.latents_key(encoder_sha256, paths)
+    assert stored["key"] == latents.latents_key(encoder_sha256, names, [p.stat().st_size for p in paths])
     assert stored["latents"].shape == (N_IMAGES, 2, 3, IMAGE_SIZE // 2, IMAGE_SIZE // 2)
     encoder = VQEncoder(VQConfig(**AUTOENCODER))
     encoder.load_state_dict(load_state(world["encoder"]))

@@ -39,10 +39,11 @@ from ..checkpoint import capture_rng, load_state, restore_rng, save_state
 from ..config import MIN_VAL_GENUINE_PAIRS, MIN_VAL_IDENTITIES
 from ..distributed import ProcessGroup, process_group
 from ..embeddings import INPUT_SIZE, embed_images, resize_pixels
-from ..io import atomic_path, files_key, list_images, read_rgb
+from ..io import atomic_path, list_images, read_rgb
 from ..models.heads import MarginHead
 from ..models.iresnet import iresnet
 from ..progress import progress
+from ..resume import StateFolder, images_key
 from ..runtime import derive_seed, resolve_device, seed_everything, set_threads
 
 STATE_FILE = "fr_state.pt"
@@ -300,12 +301,13 @@ class FRRun:
     """One training run's models, optimiser and counters, with checkpointing to `state_path`.
 
     `counters` is plain data (numbers, lists, the best backbone's tensors), saved as-is in the state.
-    `data_key` (`files_key` of the training and validation images) ties the state to its data.
+    The state folder is keyed on the settings that shape training, the images (`images_key` of the
+    training and validation images) and the global batch.
     """
 
     def __init__(self, settings: FRTrainingSettings, train_split: FaceSplit, data_key: str, device: torch.device,
-                 global_batch: int, state_path: Path, is_main: bool):
-        self.settings, self.device, self.state_path, self.is_main = settings, device, state_path, is_main
+                 global_batch: int, state_dir: Path, is_main: bool):
+        self.settings, self.device, self.is_main = settings, device, is_main
         seed_everything(derive_seed(settings.seed, "fr_training"))
         self.backbone, self.head = build_models(settings, len(train_split.identities))
         self.backbone.to(device)
@@ -314,9 +316,11 @@ class FRRun:
         self.scheduler = build_scheduler(self.optimizer, settings)
         self.autocast = settings.mixed_precision and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast)
-        self.fingerprint = {**{k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUMABLE_CHANGES},
-                            "identities": len(train_split.identities), "images": data_key,
-                            "global_batch": global_batch}  # = batch_size x processes: the lr and batches follow it
+        key = {**{k: v for k, v in dataclasses.asdict(settings).items() if k not in _RESUMABLE_CHANGES},
+               "identities": len(train_split.identities), "images": data_key,
+               "global_batch": global_batch}  # = batch_size x processes: the lr and batches follow it
+        folder = StateFolder(state_dir, key, "FR training")
+        self.state_path = (folder.open() if is_main else folder.path) / STATE_FILE
         self.counters: dict[str, Any] = {
             "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_accuracy": -math.inf, "best_backbone": None,
             "epochs_without_gain": 0, "finished": False, "history": [],
@@ -324,16 +328,10 @@ class FRRun:
         }
 
     def restore(self) -> None:
-        """Continue from the saved state, if any. A state written for other settings or data is the run
-        of an earlier configuration (the workflow reruns the rule because its config changed): start over."""
+        """Continue from the saved state of these settings and images, if any."""
         if not self.state_path.is_file():
             return
         saved = load_state(self.state_path)
-        if saved["fingerprint"] != self.fingerprint:
-            changed = sorted(k for k in self.fingerprint if saved["fingerprint"].get(k) != self.fingerprint[k])
-            if self.is_main:
-                print(f"{self.state_path} belongs to a run with other {changed}: starting over", file=sys.stderr)
-            return
         self.backbone.load_state_dict(saved["backbone"])
         self.head.load_state_dict(saved["head"])
         self.optimizer.load_state_dict(saved["optimizer"])
@@ -350,8 +348,7 @@ class FRRun:
             save_state(self.state_path, {
                 "backbone": self.backbone.state_dict(), "head": self.head.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": capture_rng(), "counters": self.counters,
-                "fingerprint": self.fingerprint})
+                "scaler": self.scaler.state_dict(), "rng": capture_rng(), "counters": self.counters})
 
     @property
     def done(self) -> bool:
@@ -397,7 +394,8 @@ def train_fr(train_dir: str | os.PathLike, out_backbone: str | os.PathLike, metr
              on_step: Callable[[int, int], None] | None = None) -> None:
     """Train an FR backbone on `train_dir`; write the best backbone's plain state dict and the metrics CSV.
 
-    Resumes from `state_dir/fr_state.pt` when present. `on_step(epoch, step_in_epoch)` is called after
+    Resumes from the state of these settings and images under `state_dir` (`resume.StateFolder`) when
+    present. `on_step(epoch, step_in_epoch)` is called after
     every optimizer step and any checkpoint it triggered (for monitoring and tests).
     """
     set_threads(threads)
@@ -424,8 +422,8 @@ def _train_in_group(train_dir: str | os.PathLike, out_backbone: str | os.PathLik
         raise ValueError(f"{len(dataset)} training images are fewer than one global batch ({global_batch}); "
                          f"lower batch_size")
     val = build_validation(val_split, settings.seed, settings.input_size) if group.is_main else None
-    run = FRRun(settings, train_split, files_key(train_split.paths + val_split.paths), torch_device, global_batch,
-                Path(state_dir) / STATE_FILE, group.is_main)
+    run = FRRun(settings, train_split, images_key(train_dir, train_split.paths + val_split.paths), torch_device,
+                global_batch, Path(state_dir), group.is_main)
     run.restore()
     backbone, head = run.backbone, run.head
     if group.world_size > 1:

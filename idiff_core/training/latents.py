@@ -23,7 +23,7 @@ import torch
 from ..autoencoder import encode_images, load_encoder
 from ..checkpoint import load_state, save_state
 from ..embeddings import image_names
-from ..io import file_digests, files_key, list_images, read_rgb
+from ..io import file_digests, list_images, read_rgb
 from ..models.vq import VQConfig
 from ..progress import progress, step_size
 from ..runtime import resolve_device, set_threads
@@ -40,10 +40,10 @@ def training_images(image_dir: str | os.PathLike) -> tuple[list[str], list[Path]
     return image_names(root, paths), paths
 
 
-def latents_key(encoder_sha256: str, paths: Sequence[Path]) -> str:
-    """Short SHA-256 of the encoder file's SHA-256 and of the image list (`files_key`: paths, sizes,
-    modification times): what an LDM checkpoint records of its data, so no run resumes on other latents."""
-    payload = json.dumps({"encoder": encoder_sha256, "images": files_key(paths)})
+def latents_key(encoder_sha256: str, names: Sequence[str], sizes: Sequence[int]) -> str:
+    """Short SHA-256 of the encoder file's SHA-256 and of the images' names and sizes: what an LDM
+    checkpoint records of its data, so no run resumes on other latents (and a copied folder does)."""
+    payload = json.dumps({"encoder": encoder_sha256, "names": list(names), "sizes": list(sizes)})
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -77,8 +77,9 @@ def encode_latents(image_dir: str | os.PathLike, encoder_path: str | os.PathLike
             latents[start:start + len(batch)] = pair
             bar.update(len(batch))
     encoder_sha256 = file_digests(encoder_path).sha256
-    save_state(out_path, {"names": names, "sizes": _sizes(paths), "latents": latents,
-                          "key": latents_key(encoder_sha256, paths), "encoder": str(encoder_path),
+    sizes = _sizes(paths)
+    save_state(out_path, {"names": names, "sizes": sizes, "latents": latents,
+                          "key": latents_key(encoder_sha256, names, sizes), "encoder": str(encoder_path),
                           "encoder_sha256": encoder_sha256})
     print(f"[latents] encoded {len(paths)} images (+ flips) to {tuple(latents.shape)} in {out_path}", file=sys.stderr)
 

@@ -38,10 +38,11 @@ from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
 from ..evaluation.plots import save_image_grid
-from ..io import atomic_path, files_key, load_matrix
+from ..io import atomic_path, load_matrix
 from ..models.unet import UNet
 from ..models.vq import VQConfig
 from ..progress import progress
+from ..resume import StateFolder, file_key
 from ..runtime import derive_seed, set_threads
 from ..settings import settings_from_dict
 from .ema import ema_decay, make_ema, update_ema
@@ -381,9 +382,9 @@ class _Preview:
         save_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
 
 
-def _fingerprint(settings: LdmSettings, data_key: str, contexts_key: str | None) -> dict[str, Any]:
+def _state_key(settings: LdmSettings, data_key: str, contexts_key: str) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed by these settings and data (the latents' key and
-    the `files_key` of the embeddings file, which a retrained embedder rewrites)."""
+    the embeddings file's digest, which a retrained embedder changes)."""
     tr = settings.training
     return {"unet": json.dumps(settings.unet, sort_keys=True), "diffusion": dataclasses.asdict(settings.diffusion),
             "data": data_key, "contexts": contexts_key, "seed": tr.seed, "global_batch_size": tr.global_batch_size,
@@ -393,20 +394,13 @@ def _fingerprint(settings: LdmSettings, data_key: str, contexts_key: str | None)
             "learning_rate": tr.learning_rate, "lr_cycle_steps": tr.lr_cycle_steps, "lr_cycle_mult": tr.lr_cycle_mult}
 
 
-def _resume(trainer: _Trainer, state_dir: Path, fingerprint: dict[str, Any]) -> tuple[int, float]:
-    """Load the latest checkpoint if there is one: (steps done, training seconds so far).
-
-    A checkpoint of other settings or data is the run of an earlier configuration (the workflow reruns
-    the rule because its config changed): it is ignored, and overwritten by this run's first one.
-    """
-    path = state_dir / CHECKPOINT_FILE
+def _resume(trainer: _Trainer, work: Path) -> tuple[int, float]:
+    """Load the latest checkpoint of these settings and data if there is one: (steps done, training
+    seconds so far)."""
+    path = work / CHECKPOINT_FILE
     if not path.exists():
         return 0, 0.0
     state = load_state(path, map_location=trainer.device)
-    differing = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
-    if differing:
-        _log(f"{path} belongs to a run with other {differing}: starting over")
-        return 0, 0.0
     trainer.load(state)
     _log(f"resumed from {path} at step {state['step']}")
     return int(state["step"]), float(state["seconds"])
@@ -422,8 +416,8 @@ def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | 
     `ema.ckpt`, `model.ckpt` (released DDPM layout), `loss.csv`, `previews/` and `ema_step<N>.ckpt` kept
     copies to `out_dir`.
 
-    Resumable state (checkpoint, loss log, previews) lives in `state_dir`, which must outlive failed
-    jobs. Returns a summary: steps, the step it resumed from, last loss, training
+    Resumable state (checkpoint, loss log, previews) lives in the folder of these settings and data
+    under `state_dir` (`resume.StateFolder`), which must outlive failed jobs. Returns a summary: steps, the step it resumed from, last loss, training
     seconds, latents/s of the steps run by this call, number of images.
     """
     set_threads(threads)
@@ -463,7 +457,6 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
                          "file was given; pass the training embeddings or train an unconditional UNet")
     if not conditional and embeddings_npz is not None:
         raise ValueError("embeddings were given but the UNet is unconditional (is_context_conditional: false)")
-    state_dir.mkdir(parents=True, exist_ok=True)
     data = load_training_set(image_dir, embeddings_npz)
     latents, data_key = load_latents(latents_path, data.names, data.paths)
     latents = latents.to(procs.device)
@@ -473,11 +466,13 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
                        lr_cycle_steps=tr.lr_cycle_steps, lr_cycle_mult=tr.lr_cycle_mult, ema_power=tr.ema_power,
                        ema_cap=tr.ema_cap, precision=tr.precision, init_seed=derive_seed(tr.seed, "ldm-init"),
                        device=procs.device, world=procs.world_size)
-    checkpoint = state_dir / CHECKPOINT_FILE
-    fingerprint = _fingerprint(settings, data_key, files_key([embeddings_npz]) if embeddings_npz else None)
-    start, seconds = _resume(trainer, state_dir, fingerprint)
+    folder = StateFolder(state_dir, _state_key(settings, data_key, file_key(embeddings_npz)), "LDM training")
+    work = folder.open() if procs.is_main else folder.path
+    procs.barrier()
+    checkpoint = work / CHECKPOINT_FILE
+    start, seconds = _resume(trainer, work)
     saved_step = start
-    log = _LossLog(state_dir / LOSS_FILE, start) if procs.is_main else None
+    log = _LossLog(work / LOSS_FILE, start) if procs.is_main else None
     preview = None
     if procs.is_main and tr.preview_every:
         preview = _Preview(decoder_path, settings.autoencoder, contexts, tr.preview_count, latents.shape[2:],
@@ -504,17 +499,16 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
             if procs.is_main:
                 log.write(step, loss, lr, decay, seconds + step_seconds, rate)
                 if preview is not None and done % tr.preview_every == 0:
-                    preview.write(state_dir / PREVIEW_DIR / f"step_{done:07d}.png", trainer.ema, trainer.schedule)
+                    preview.write(work / PREVIEW_DIR / f"step_{done:07d}.png", trainer.ema, trainer.schedule)
                 if done in tr.keep_steps:
-                    save_state(state_dir / KEPT_DIR / f"ema_step{done}.ckpt",
+                    save_state(work / KEPT_DIR / f"ema_step{done}.ckpt",
                                ddpm_checkpoint_state(trainer.ema, trainer.schedule))
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", latents_per_s=f"{rate:.1f}", refresh=False)
             seconds += time.perf_counter() - began
             if done % tr.checkpoint_every == 0 or done == tr.steps:
                 if procs.is_main:
-                    save_state(checkpoint, {"step": done, "seconds": seconds, "fingerprint": fingerprint,
-                                            **trainer.state()})
+                    save_state(checkpoint, {"step": done, "seconds": seconds, **trainer.state()})
                 saved_step = done
                 procs.barrier()
     finally:
@@ -523,20 +517,20 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
             log.close()
 
     if procs.is_main:
-        _write_outputs(out_dir, state_dir, trainer)
+        _write_outputs(out_dir, work, trainer)
     procs.barrier()
     return {"steps": tr.steps, "resumed_from": start, "last_loss": loss, "seconds": seconds,
             "latents_per_s": session_latents / session_seconds if session_seconds else 0.0, "images": n_items}
 
 
-def _write_outputs(out_dir: Path, state_dir: Path, trainer: _Trainer) -> None:
+def _write_outputs(out_dir: Path, work: Path, trainer: _Trainer) -> None:
     """The released-layout checkpoints, the loss log, the previews and the kept EMA copies."""
     out_dir.mkdir(parents=True, exist_ok=True)
     save_state(out_dir / "model.ckpt", ddpm_checkpoint_state(trainer.model, trainer.schedule))
     save_state(out_dir / "ema.ckpt", ddpm_checkpoint_state(trainer.ema, trainer.schedule))
-    copies = [(state_dir / LOSS_FILE, out_dir / LOSS_FILE)]
-    copies += [(p, out_dir / PREVIEW_DIR / p.name) for p in sorted((state_dir / PREVIEW_DIR).glob("*.png"))]
-    copies += [(p, out_dir / p.name) for p in sorted((state_dir / KEPT_DIR).glob("*.ckpt"))]
+    copies = [(work / LOSS_FILE, out_dir / LOSS_FILE)]
+    copies += [(p, out_dir / PREVIEW_DIR / p.name) for p in sorted((work / PREVIEW_DIR).glob("*.png"))]
+    copies += [(p, out_dir / p.name) for p in sorted((work / KEPT_DIR).glob("*.ckpt"))]
     for source, target in copies:
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
