@@ -6,8 +6,8 @@ would cost more than the resume saves; a retrained model rewrites every image, a
 sizes). Modification times never count, so a results folder copied with a plain `cp -r` (as users
 do between scratch and project storage) resumes where it stopped, while new inputs start afresh.
 
-The state lives in `<root>/<key digest>/`; state of any other key in `root` is stale (the run of an
-earlier configuration) and is removed when a run starts, with a message naming what changed.
+The state lives in `<root>/<key digest>/`; anything else in `root` is stale (the run of an earlier
+configuration) and is removed when a run starts, with a message naming what changed.
 """
 
 from __future__ import annotations
@@ -63,10 +63,13 @@ class StateFolder:
         """Make this key's folder (with its key.json) after removing every other key's; returns it.
         In a multi-process job only the main process opens it; the others read `path`."""
         if self.root.is_dir():
-            for other in sorted(p for p in self.root.iterdir() if p.is_dir() and p != self.path):
+            for other in sorted(p for p in self.root.iterdir() if p != self.path):
                 print(f"{self.stage}: dropping state {other} of an earlier configuration "
                       f"(other {self._changed(other)})", file=sys.stderr)
-                shutil.rmtree(other)
+                if other.is_dir():
+                    shutil.rmtree(other)
+                else:
+                    other.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
         key_file = self.path / KEY_FILE
         if not key_file.is_file():

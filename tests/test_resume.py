@@ -14,6 +14,7 @@ def test_a_state_folder_per_key_and_other_keys_dropped_with_what_changed(tmp_pat
     (first.path / "checkpoint.pt").write_bytes(b"state")
     same = StateFolder(tmp_path, {"steps": (1, 2), "images": "x", "settings": "a"}, "stage")
     assert same.path == first.path and (same.open() / "checkpoint.pt").read_bytes() == b"state"
+    (tmp_path / "fr_state.pt").write_bytes(b"a state of the layout before key folders")
     other = StateFolder(tmp_path, {"settings": "b", "images": "x", "steps": [1, 2]}, "stage")
     other.open()
     assert [p.name for p in tmp_path.iterdir()] == [other.path.name]
