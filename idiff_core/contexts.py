@@ -23,8 +23,6 @@ from .io import load_matrix, save_matrix
 from .models.vq import VQConfig
 from .runtime import derive_seed
 
-CONTEXT_KINDS = ("synthetic_uniform", "two_stage", "real")
-
 
 @dataclass(frozen=True)
 class ContextSettings:

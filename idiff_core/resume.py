@@ -62,10 +62,12 @@ class StateFolder:
     def open(self) -> Path:
         """Make this key's folder (with its key.json) after removing every other key's; returns it.
         In a multi-process job only the main process opens it; the others read `path`."""
-        if self.root.is_dir():
-            for other in sorted(p for p in self.root.iterdir() if p != self.path):
-                print(f"{self.stage}: dropping state {other} of an earlier configuration "
-                      f"(other {self._changed(other)})", file=sys.stderr)
+        stale = sorted(p for p in self.root.iterdir() if p != self.path) if self.root.is_dir() else []
+        if stale:
+            changed = sorted({part for other in stale for part in self._changed(other)})
+            print(f"{self.stage}: dropping the state of an earlier configuration in {self.root}"
+                  + (f" (other {', '.join(changed)})" if changed else ""), file=sys.stderr)
+            for other in stale:
                 if other.is_dir():
                     shutil.rmtree(other)
                 else:
@@ -77,9 +79,10 @@ class StateFolder:
                 tmp.write_text(json.dumps(self.key, indent=1, sort_keys=True))
         return self.path
 
-    def _changed(self, other: Path) -> str:
+    def _changed(self, other: Path) -> list[str]:
+        """The key parts in which `other` (a stale state) differs from this key (none known without its key)."""
         try:
             old = json.loads((other / KEY_FILE).read_text())
         except (OSError, ValueError):
-            return "settings or inputs"
-        return ", ".join(sorted(k for k in self.key.keys() | old.keys() if old.get(k) != self.key.get(k)))
+            return []
+        return [k for k in self.key.keys() | old.keys() if old.get(k) != self.key.get(k)]

@@ -149,32 +149,20 @@ def test_bins_with_other_globals_or_garbage_are_refused(tmp_path):
         read_bin(path)
 
 
-def test_result_rows_upsert_merge_and_pivot(tmp_path):
+def test_paper_table_pivots_benchmarks_and_averages_replicates():
     import pandas as pd
 
-    from idiff_core.evaluation.tables import benchmark_table, merge_csvs, upsert_rows
+    from idiff_core.evaluation.tables import benchmark_table
 
-    key = ["model", "benchmark"]
-    path = tmp_path / "results.csv"
-    upsert_rows(path, [{"model": "m1", "benchmark": "lfw", "accuracy_mean": 0.9},
-                       {"model": "m1", "benchmark": "agedb_30", "accuracy_mean": 0.7}], key)
-    table = upsert_rows(path, [{"model": "m1", "benchmark": "lfw", "accuracy_mean": 0.95, "val_mean": 0.5}], key)
-    assert len(table) == 2
-    again = pd.read_csv(path)
-    assert again.set_index("benchmark").loc["lfw", "accuracy_mean"] == 0.95
-    assert np.isnan(again.set_index("benchmark").loc["agedb_30", "val_mean"])
-
-    other = tmp_path / "m2.csv"
-    upsert_rows(other, [{"model": "m2", "benchmark": "lfw", "accuracy_mean": 0.8}], key)
-    merged = merge_csvs([path, other], tmp_path / "all.csv", key)
-    assert list(merged["model"]) == ["m1", "m1", "m2"]
-    paper = benchmark_table(merged, order=["lfw", "agedb_30"])
+    rows = pd.DataFrame([{"model": "m1", "benchmark": "lfw", "accuracy_mean": 0.95},
+                         {"model": "m1", "benchmark": "agedb_30", "accuracy_mean": 0.7},
+                         {"model": "m2", "benchmark": "lfw", "accuracy_mean": 0.8},
+                         {"model": "m2", "benchmark": "lfw", "accuracy_mean": 0.7}])  # two replicates
+    paper = benchmark_table(rows, order=["lfw", "agedb_30"])
     assert list(paper.columns) == ["model", "lfw", "agedb_30", "mean"]
     row = paper.set_index("model").loc["m1"]
     assert row["lfw"] == pytest.approx(95.0) and row["mean"] == pytest.approx(82.5)
-    assert paper.set_index("model").loc["m2", "mean"] == pytest.approx(80.0)
-    with pytest.raises(ValueError, match="key column"):
-        upsert_rows(path, [{"benchmark": "lfw"}], ["run"])
+    assert paper.set_index("model").loc["m2", "mean"] == pytest.approx(75.0)
 
 
 def _tiny_backbone(path) -> "BackboneSpec":

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
-from idiff_core.models.unet import UNet, measure_unet_throughput
+from idiff_core.models.unet import UNet
 from refdata import discover, reference_dir
 
 TOL = 1e-5
@@ -181,9 +181,3 @@ def test_ddpm_checkpoint_round_trip_and_mismatch(tmp_path):
     other = UNet(**dict(TINY, condition_type="AdaGN"))
     with pytest.raises(ValueError, match="does not fit this UNet config"):
         load_ddpm_checkpoint(path, other)
-
-
-def test_measure_unet_throughput_reports_rate():
-    result = measure_unet_throughput(TINY, batch_size=2, steps=1, device="cpu", latent_size=8)
-    assert result["latents_per_s"] > 0 and result["parameters"] == sum(
-        p.numel() for p in UNet(**TINY).parameters())

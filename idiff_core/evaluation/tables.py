@@ -1,54 +1,23 @@
-"""Result tables as CSV: merge per-job result rows into one table, and pivot them paper-style.
+"""Result tables as CSV: atomic writes, the paper-style pivot and the replicate summary.
 
-Parallel jobs should each write their own CSV and one job merge them (`merge_csvs`): appending to a
-shared file from concurrent jobs would race. Rows are identified by key columns; a later row with
-the same key replaces an earlier one, so re-running an evaluation updates its row instead of
-duplicating it.
+Parallel jobs each write their own one-row CSV and one job concatenates them (rules `lfw_table`,
+`quality_table`): appending to a shared file from concurrent jobs would race.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import pandas as pd
 
 from idiff_core.io import atomic_path
 
 
-def combine_rows(frames: Sequence[pd.DataFrame], key: Sequence[str]) -> pd.DataFrame:
-    """Concatenate tables (union of columns, first-seen order); the last row per key wins; sorted by key."""
-    key = list(key)
-    frames = [f for f in frames if len(f.columns)]
-    if not frames:
-        return pd.DataFrame(columns=key)
-    combined = pd.concat(frames, ignore_index=True, sort=False)
-    missing = [k for k in key if k not in combined.columns]
-    if missing:
-        raise ValueError(f"result rows lack key column(s) {missing}; columns: {list(combined.columns)}")
-    combined = combined.drop_duplicates(subset=key, keep="last")
-    return combined.sort_values(key, kind="stable").reset_index(drop=True)
-
-
 def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a table as CSV atomically (full float precision, no index)."""
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.17g")
-
-
-def upsert_rows(path: str | os.PathLike, rows: Sequence[Mapping], key: Sequence[str]) -> pd.DataFrame:
-    """Add `rows` to the CSV at `path` (created if absent), replacing rows with the same key."""
-    existing = [pd.read_csv(path)] if os.path.exists(path) else []
-    table = combine_rows(existing + [pd.DataFrame(list(rows))], key)
-    write_table(table, path)
-    return table
-
-
-def merge_csvs(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, key: Sequence[str]) -> pd.DataFrame:
-    """Merge result CSVs (in the given order: later files win on equal keys) into `out_path`."""
-    table = combine_rows([pd.read_csv(p) for p in paths], key)
-    write_table(table, out_path)
-    return table
 
 
 def benchmark_table(results: pd.DataFrame, value: str = "accuracy_mean", index: str = "model",

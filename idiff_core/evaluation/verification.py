@@ -23,34 +23,10 @@ import numpy as np
 
 from idiff_core.evaluation.separability import eer_stats, l2_normalize
 
-__all__ = ["ACCURACY_THRESHOLDS", "VAL_THRESHOLDS", "contiguous_folds", "flip_sum", "l2_normalize",
-           "mean_norm", "pair_rows", "verification_metrics"]
+__all__ = ["ACCURACY_THRESHOLDS", "VAL_THRESHOLDS", "contiguous_folds", "l2_normalize", "verification_metrics"]
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
-
-
-def flip_sum(embeddings: np.ndarray, embeddings_flipped: np.ndarray) -> np.ndarray:
-    """insightface's test embedding: normalise(raw f(x) + raw f(flip(x))), in float64."""
-    embeddings = np.asarray(embeddings, dtype=np.float64)
-    embeddings_flipped = np.asarray(embeddings_flipped, dtype=np.float64)
-    if embeddings.shape != embeddings_flipped.shape:
-        raise ValueError(f"embedding shapes differ: {embeddings.shape} vs flipped {embeddings_flipped.shape}")
-    return l2_normalize(embeddings + embeddings_flipped)
-
-
-def mean_norm(*embedding_sets: np.ndarray) -> float:
-    """insightface's `xnorm`: mean L2 norm of every raw row of every given set."""
-    norms = [np.linalg.norm(np.asarray(e, dtype=np.float64), axis=1) for e in embedding_sets]
-    return float(np.concatenate(norms).mean())
-
-
-def pair_rows(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split benchmark-ordered rows into the pairs' two sides: pair i is rows (2i, 2i + 1)."""
-    embeddings = np.asarray(embeddings)
-    if embeddings.shape[0] % 2:
-        raise ValueError(f"{embeddings.shape[0]} rows cannot form pairs (rows 2i and 2i+1 form pair i)")
-    return embeddings[0::2], embeddings[1::2]
 
 
 def contiguous_folds(n_items: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:

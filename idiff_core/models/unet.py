@@ -8,8 +8,7 @@ follow the original), for the three condition variants: cross-attention (`CA`), 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -312,38 +311,3 @@ class UNet(nn.Module):
             else:
                 h = module(torch.cat((h, skips.pop()), dim=1), t_emb, c)
         return self.final(F.silu(self.norm(h)))
-
-
-def measure_unet_throughput(unet_config: dict[str, Any], batch_size: int, steps: int,
-                            device: str | torch.device = "cpu", latent_size: int = 32) -> dict[str, Any]:
-    """Time `steps` training-like forward+backward passes (after one warm-up) of a fresh UNet.
-
-    Inputs are random latents, steps and identity contexts; the loss is the MSE to random noise,
-    as in training. Returns latents/s and seconds per step so the benchmark can size real runs.
-    """
-    device = torch.device(device)
-    gen = torch.Generator().manual_seed(0)
-    unet = UNet(**unet_config).to(device).train()
-    shape = (batch_size, unet_config["input_channels"], latent_size, latent_size)
-    x = torch.randn(shape, generator=gen).to(device)
-    target = torch.randn(shape, generator=gen).to(device)
-    t = torch.randint(0, 1000, (batch_size,), generator=gen).to(device)
-    context = F.normalize(torch.randn(batch_size, unet_config["context_input_channels"], generator=gen), dim=1)
-    context = context.to(device) if unet.is_context_conditional else None
-
-    def step() -> None:
-        unet.zero_grad(set_to_none=True)
-        F.mse_loss(unet(x, t, context), target).backward()
-
-    step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    return {"device": str(device), "batch_size": batch_size, "steps": steps, "latent_size": latent_size,
-            "parameters": sum(p.numel() for p in unet.parameters()), "threads": torch.get_num_threads(),
-            "seconds_per_step": elapsed / steps, "latents_per_s": batch_size * steps / elapsed}

@@ -300,8 +300,7 @@ def measure_ldm_throughput(unet_config: Mapping[str, Any], batch_size: int, step
     """Latents/s of the trainer's real optimizer step (loss, backward, Adam, lr schedule, EMA),
     timed over `steps` steps after one warm-up step, on random latents and contexts.
 
-    Unlike `measure_unet_throughput` (forward + backward of the bare UNet), this includes the
-    optimizer, the EMA update and mixed precision, i.e. what a training step costs.
+    It includes the optimizer, the EMA update and mixed precision, i.e. what a training step costs.
     """
     device = torch.device(device)
     trainer = _Trainer(unet_config, _make_schedule(DiffusionSettings(1000, "linear")), learning_rate=1e-4,
