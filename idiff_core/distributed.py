@@ -23,7 +23,7 @@ settings (the JSON the rule passes as `params.settings`) and call `train_ldm(...
         --rdzv-backend=c10d --rdzv-endpoint="$head:29500" train.py
 
 Every node must see the same files (a shared file system). The state dir makes the run resumable
-(FR training refuses a different number of processes: its global batch and lr follow it), and
+(FR training starts afresh with a different number of processes: its global batch and lr follow it), and
 `snakemake --touch` afterwards marks the rule's outputs as up to date so the workflow goes on.
 """
 

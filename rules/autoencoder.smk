@@ -35,6 +35,7 @@ else:
             checkpoint="results/autoencoder/model.ckpt",
         params:
             settings=settings(ldm=config["autoencoder"]["ldm"]),
+            state="results/state/ldm_download",
         log:
             "results/logs/fetch_autoencoder.log",
         benchmark:

@@ -53,6 +53,7 @@ else:
             manifest="results/data/ffhq_manifest.csv",
         params:
             settings=settings(ffhq=config["data"]["ffhq"]),
+            state="results/state/ffhq_download",
         log:
             "results/logs/fetch_ffhq.log",
         benchmark:
@@ -70,6 +71,7 @@ else:
             pairs="results/data/lfw/pairs.txt",
         params:
             settings=settings(lfw=config["data"]["lfw"]),
+            state="results/state/lfw_download",
         log:
             "results/logs/fetch_lfw.log",
         benchmark:

@@ -35,6 +35,8 @@ rule train_ldm:
         ema="results/ldm/{generator}/ema.ckpt",
         model="results/ldm/{generator}/model.ckpt",
         losses="results/ldm/{generator}/loss.csv",
+        previews=directory("results/ldm/{generator}/previews"),
+        kept=directory("results/ldm/{generator}/kept"),
     wildcard_constraints:
         generator=names_regex(TRAINED_GENERATORS),
     params:

@@ -136,7 +136,7 @@ def test_ldm_two_processes_resume_and_match_one_process(world, tmp_path):  # noq
     # both ranks resumed from rank 0's checkpoint (model, EMA and Adam state) and stayed in lockstep
     rank0, rank1 = _load(two / "rank0.pt"), _load(two / "rank1.pt")
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), "ranks drifted apart"
-    assert (two / "out" / "ema_step2.ckpt").is_file() and (two / "out" / "previews" / "step_0000004.png").is_file()
+    assert (two / "out" / "kept" / "ema_step2.ckpt").is_file() and (two / "out" / "previews" / "step_0000004.png").is_file()
 
     # Same images, flips, noise and dropout per micro-batch, and the same gradient average g0/2 + g1/2
     # (autograd over two micro-batches; DDP's pre-divided all-reduce over two ranks): bitwise equal with

@@ -63,7 +63,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 def run(world, tmp: Path, settings_: ldm.LdmSettings, embeddings: bool = True, state: str = "state") -> dict:
     return ldm.train_ldm(world["images"], world["emb"] if embeddings else None, world["latents"], world["decoder"],
-                         tmp / "out", tmp / state, settings_, threads=1, device="cpu")
+                         ldm.LdmOutputs.in_folder(tmp / "out"), tmp / state, settings_, threads=1, device="cpu")
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -100,9 +100,9 @@ def test_short_run_writes_log_checkpoints_and_released_layout(world, tmp_path):
     ckpt = load_state(state / "checkpoint.pt")
     assert ckpt["step"] == 8 and {"model", "ema", "optimizer", "lr_schedule", "scaler"} <= set(ckpt)
     assert sorted(p.name for p in (out / "previews").glob("*.png")) == ["step_0000004.png", "step_0000008.png"]
-    assert (out / "ema_step4.ckpt").is_file()
+    assert [p.name for p in (out / "kept").iterdir()] == ["ema_step4.ckpt"]
     schedule_ref = DiffusionSchedule.create(1000, "linear")
-    for name in ("ema.ckpt", "model.ckpt", "ema_step4.ckpt"):
+    for name in ("ema.ckpt", "model.ckpt", "kept/ema_step4.ckpt"):
         raw = torch.load(out / name, map_location="cpu", weights_only=True)
         assert list(raw)[:8] == list(BUFFER_NAMES)
         assert all(k.startswith("eps_model.") for k in list(raw)[8:])
@@ -142,7 +142,7 @@ def test_interrupted_run_resumes_to_identical_losses_and_weights(world, tmp_path
     assert [int(r["step"]) for r in resumed_rows] == list(range(8))
     for a, b in zip(straight_rows, resumed_rows):
         assert (a["step"], a["loss"], a["lr"], a["ema_decay"]) == (b["step"], b["loss"], b["lr"], b["ema_decay"])
-    for name in ("ema.ckpt", "model.ckpt", "ema_step4.ckpt"):
+    for name in ("ema.ckpt", "model.ckpt", "kept/ema_step4.ckpt"):
         a, b = (torch.load(d / "out" / name, weights_only=True) for d in (straight, broken))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
@@ -244,8 +244,9 @@ def test_latents_of_other_images_are_refused(world, tmp_path):
     with pytest.raises(ValueError, match=r"encoded from other images.*\(10 latents, 9 images\): 1 latents have no "
                                          r"image \(00009\); 1 images differ in size from the encoded ones "
                                          r"\(00003\).*--forcerun encode_latents"):
-        ldm.train_ldm(images, tmp_path / "emb.npz", world["latents"], world["decoder"], tmp_path / "out",
-                      tmp_path / "state", settings(), threads=1, device="cpu")
+        ldm.train_ldm(images, tmp_path / "emb.npz", world["latents"], world["decoder"],
+                      ldm.LdmOutputs.in_folder(tmp_path / "out"), tmp_path / "state", settings(), threads=1,
+                      device="cpu")
     assert not (tmp_path / "out").exists()
 
 
@@ -258,8 +259,9 @@ def test_embeddings_matched_by_name_and_mismatches_named(world, tmp_path):
     save_matrix(tmp_path / "bad.npz", names[1:] + ["99999"], np.vstack([matrix[1:], matrix[:1]]))
     with pytest.raises(ValueError, match=r"10 images.*10 embeddings; 1 images have no embedding \(00009\) "
                                          r"and 1 embeddings have no image \(99999\)"):
-        ldm.train_ldm(world["images"], tmp_path / "bad.npz", world["latents"], world["decoder"], tmp_path / "out",
-                      tmp_path / "state", settings(), threads=1, device="cpu")
+        ldm.train_ldm(world["images"], tmp_path / "bad.npz", world["latents"], world["decoder"],
+                      ldm.LdmOutputs.in_folder(tmp_path / "out"), tmp_path / "state", settings(), threads=1,
+                      device="cpu")
 
 
 def test_unconditional_model_trains_without_embeddings(world, tmp_path):

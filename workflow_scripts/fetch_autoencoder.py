@@ -5,4 +5,4 @@ from idiff_core.workflow import run_job
 
 run_job(snakemake, lambda smk, settings, device: fetch_ldm_first_stage(
     settings_from_dict(LDMSettings, settings["ldm"], "autoencoder.ldm"), smk.output.checkpoint,
-    download_dir="results/state/ldm_download"))
+    download_dir=smk.params.state))

@@ -8,7 +8,7 @@ from idiff_core.workflow import run_job
 
 def stage(smk, settings, device):
     manifest = prepare_ffhq(settings_from_dict(FFHQSettings, settings["ffhq"], "data.ffhq"), smk.output.images,
-                            threads=smk.threads, download_dir="results/state/ffhq_download")
+                            threads=smk.threads, download_dir=smk.params.state)
     shutil.copyfile(manifest, smk.output.manifest)
 
 

@@ -7,4 +7,4 @@ from idiff_core.workflow import run_job
 
 run_job(snakemake, lambda smk, settings, device: prepare_lfw(
     settings_from_dict(LFWSettings, settings["lfw"], "data.lfw"), Path(smk.output.pairs).parent,
-    download_dir="results/state/lfw_download"))
+    download_dir=smk.params.state))

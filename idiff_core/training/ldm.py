@@ -408,12 +408,30 @@ def _resume(trainer: _Trainer, work: Path) -> tuple[int, float]:
 # ------------------------------------------------------------------------------------------------
 # the stage
 
+@dataclasses.dataclass(frozen=True)
+class LdmOutputs:
+    """Where `train_ldm` writes: the EMA and raw weights (released DDPM layout), the loss log, the
+    preview grids and the EMA copies of `keep_steps` (`ema_step<N>.ckpt`)."""
+
+    ema: Path
+    model: Path
+    losses: Path
+    previews: Path
+    kept: Path
+
+    @classmethod
+    def in_folder(cls, folder: str | os.PathLike) -> "LdmOutputs":
+        """The workflow's layout: `ema.ckpt`, `model.ckpt`, `loss.csv`, `previews/`, `kept/` in one folder."""
+        folder = Path(folder)
+        return cls(folder / "ema.ckpt", folder / "model.ckpt", folder / LOSS_FILE, folder / PREVIEW_DIR,
+                   folder / KEPT_DIR)
+
+
 def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | None,
-              latents_path: str | os.PathLike, decoder_path: str | os.PathLike, out_dir: str | os.PathLike,
+              latents_path: str | os.PathLike, decoder_path: str | os.PathLike, outputs: LdmOutputs,
               state_dir: str | os.PathLike, settings: LdmSettings, *, threads: int, device: str) -> dict[str, Any]:
     """Train (or resume training) the LDM on the latents `encode_latents` wrote for `image_dir`; write
-    `ema.ckpt`, `model.ckpt` (released DDPM layout), `loss.csv`, `previews/` and `ema_step<N>.ckpt` kept
-    copies to `out_dir`.
+    `outputs`.
 
     Resumable state (checkpoint, loss log, previews) lives in the folder of these settings and data
     under `state_dir` (`resume.StateFolder`), which must outlive failed jobs. Returns a summary: steps, the step it resumed from, last loss, training
@@ -421,7 +439,7 @@ def train_ldm(image_dir: str | os.PathLike, embeddings_npz: str | os.PathLike | 
     """
     set_threads(threads)
     with process_group(device) as procs:
-        return _train(Path(image_dir), embeddings_npz, Path(latents_path), Path(decoder_path), Path(out_dir),
+        return _train(Path(image_dir), embeddings_npz, Path(latents_path), Path(decoder_path), outputs,
                       Path(state_dir), settings, procs)
 
 
@@ -447,7 +465,7 @@ def _micro_batches(step: int, latents: torch.Tensor, contexts: torch.Tensor | No
 
 
 def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_path: Path, decoder_path: Path,
-           out_dir: Path, state_dir: Path, settings: LdmSettings, procs: ProcessGroup) -> dict[str, Any]:
+           outputs: LdmOutputs, state_dir: Path, settings: LdmSettings, procs: ProcessGroup) -> dict[str, Any]:
     tr = settings.training
     _check_settings(tr, procs.world_size)
     conditional = bool(settings.unet["is_context_conditional"])
@@ -516,20 +534,21 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
             log.close()
 
     if procs.is_main:
-        _write_outputs(out_dir, work, trainer)
+        _write_outputs(outputs, work, trainer)
     procs.barrier()
     return {"steps": tr.steps, "resumed_from": start, "last_loss": loss, "seconds": seconds,
             "latents_per_s": session_latents / session_seconds if session_seconds else 0.0, "images": n_items}
 
 
-def _write_outputs(out_dir: Path, work: Path, trainer: _Trainer) -> None:
+def _write_outputs(outputs: LdmOutputs, work: Path, trainer: _Trainer) -> None:
     """The released-layout checkpoints, the loss log, the previews and the kept EMA copies."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_state(out_dir / "model.ckpt", ddpm_checkpoint_state(trainer.model, trainer.schedule))
-    save_state(out_dir / "ema.ckpt", ddpm_checkpoint_state(trainer.ema, trainer.schedule))
-    copies = [(work / LOSS_FILE, out_dir / LOSS_FILE)]
-    copies += [(p, out_dir / PREVIEW_DIR / p.name) for p in sorted((work / PREVIEW_DIR).glob("*.png"))]
-    copies += [(p, out_dir / p.name) for p in sorted((work / KEPT_DIR).glob("*.ckpt"))]
+    for folder in (outputs.ema.parent, outputs.model.parent, outputs.previews, outputs.kept):
+        folder.mkdir(parents=True, exist_ok=True)  # the folders exist even when empty (declared outputs)
+    save_state(outputs.model, ddpm_checkpoint_state(trainer.model, trainer.schedule))
+    save_state(outputs.ema, ddpm_checkpoint_state(trainer.ema, trainer.schedule))
+    copies = [(work / LOSS_FILE, outputs.losses)]
+    copies += [(p, outputs.previews / p.name) for p in sorted((work / PREVIEW_DIR).glob("*.png"))]
+    copies += [(p, outputs.kept / p.name) for p in sorted((work / KEPT_DIR).glob("*.ckpt"))]
     for source, target in copies:
         with atomic_path(target) as tmp:
             shutil.copyfile(source, tmp)
