@@ -111,7 +111,7 @@ def rerun_after(workdir: Path, tmp_path: Path, change: str) -> dict[str, int]:
 # Everything the synthetic samples feed (smoke config: one dataset in two shards, one experiment).
 DOWNSTREAM_OF_SAMPLING = {"sample_shard": 2, "align_shard": 2, "assemble_dataset": 1, "train_fr": 1, "eval_lfw": 1,
                           "lfw_table": 1, "lfw_summary": 1, "embed_samples": 1, "synthetic_quality": 1,
-                          "quality_table": 2}
+                          "sample_appearance": 1, "quality_table": 3}
 
 
 def test_rerun_without_change_does_nothing(smoke_run):
