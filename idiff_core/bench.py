@@ -28,8 +28,6 @@ default full mode uses the sizes above (256 alignment images, 48 sampled images 
 from __future__ import annotations
 
 import argparse
-import collections.abc
-import copy
 import csv
 import datetime
 import json
@@ -46,18 +44,17 @@ import numpy as np
 import torch
 
 from .alignment import AlignSettings, measure_alignment
-from .autoencoder import load_decoder
 from .checkpoint import save_state
-from .config import load_yaml
+from .config import generator_model, load_config
 from .contexts import context_ids, uniform_contexts
 from .diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from .embeddings import embed_images
 from .evaluation.quality import identity_consistency
 from .evaluation.verification import verification_metrics
-from .generation import SamplerSettings, generate, latent_shape_of, load_generator
+from .generation import GeneratorSpec, SamplerSettings
 from .io import atomic_path, load_matrix
 from .models.iresnet import BackboneSpec
-from .models.unet import UNet
+from .models.unet import UNet, UNetConfig
 from .models.vq import VQConfig, VQDecoder
 from .runtime import derive_seed, resolve_device, set_threads
 from .settings import settings_from_dict
@@ -77,10 +74,11 @@ SUMMARY_METRIC = {"ldm_training": "latents_per_s", "sampling": "images_per_s", "
 TINY_UNET = {"input_channels": 3, "initial_channels": 32, "channel_multipliers": [1, 1],
              "is_attention": [False, True], "attention_heads": -1, "attention_head_channels": 32,
              "n_blocks_per_resolution": 1, "context_input_channels": 512, "context_channels": 32,
-             "condition_type": "CA", "is_context_conditional": True, "context_dropout_probability": 0.0}
+             "condition_type": "CA", "is_context_conditional": True, "context_dropout_probability": 0.0,
+             "norm_groups": 32}
 TINY_VQ = {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [], "z_channels": 3,
            "double_z": False, "resolution": 32, "in_channels": 3, "out_ch": 3, "dropout": 0.0,
-           "n_embed": 64, "embed_dim": 3}
+           "n_embed": 64, "embed_dim": 3, "norm_groups": 32}
 TINY_IMAGE_SIZE = 32
 
 
@@ -118,22 +116,6 @@ def machine_info(device: torch.device) -> Row:
             "gpu_name": torch.cuda.get_device_name(device) if device.type == "cuda" else ""}
 
 
-def merged_config(config: str | os.PathLike, overrides: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
-    """The config file with each `--configfile` merged over it key by key, as Snakemake does."""
-    def merge(base: dict, update: Mapping) -> dict:
-        for key, value in update.items():
-            if isinstance(value, collections.abc.Mapping) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = copy.deepcopy(value)
-        return base
-
-    merged = load_yaml(config)
-    for path in overrides:
-        merge(merged, load_yaml(path))
-    return merged
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -166,24 +148,20 @@ def bench_ldm_training(opts: Options) -> list[Row]:
     rows = []
     for model, ldm, batch_size, steps in cases:
         precision = ldm["training"]["precision"] if gpu else "fp32"  # mixed precision is CUDA-only in the trainer
-        result = measure_ldm_throughput(ldm["unet"], batch_size, steps, opts.device, precision)
+        unet = settings_from_dict(UNetConfig, ldm["unet"], "ldm.unet")
+        result = measure_ldm_throughput(unet, batch_size, steps, opts.device, precision)
         rows.append({"case": model, **result, "unet": ldm["unet"]})
     return rows
 
 
-def _tiny_generator(folder: Path, timesteps: int) -> tuple[Path, Path, dict[str, Any], VQConfig, int]:
+def _tiny_generator(folder: Path, timesteps: int) -> GeneratorSpec:
     """Random tiny UNet + decoder written in the released file layouts, so loading is measured too."""
     torch.manual_seed(0)
+    unet, vq = UNetConfig(**TINY_UNET), VQConfig(**TINY_VQ)
     generator, decoder = folder / "tiny_ema.ckpt", folder / "tiny_decoder.pt"
-    save_state(generator, ddpm_checkpoint_state(UNet(**TINY_UNET), DiffusionSchedule.create(timesteps, "linear")))
-    vq = VQConfig(**TINY_VQ)
+    save_state(generator, ddpm_checkpoint_state(UNet(unet), DiffusionSchedule.create(timesteps, "linear")))
     save_state(decoder, VQDecoder(vq).state_dict())
-    return generator, decoder, TINY_UNET, vq, TINY_IMAGE_SIZE
-
-
-def _image_size(config: Mapping[str, Any]) -> int:
-    data = config["data"]
-    return data["world"]["image_size"] if data["source"] == "world" else data["ffhq"]["image_size"]
+    return GeneratorSpec(generator, unet, decoder, vq, TINY_IMAGE_SIZE)
 
 
 def bench_sampling(opts: Options) -> list[Row]:
@@ -196,20 +174,18 @@ def bench_sampling(opts: Options) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         trained = bool(opts.generator and opts.decoder and opts.generator.is_file() and opts.decoder.is_file())
         if trained:
-            generator, decoder_path = opts.generator, opts.decoder
-            unet_config = {**opts.config["ldm"]["unet"], **opts.config["generators"][opts.generator_name]["unet"]}
-            vq = settings_from_dict(VQConfig, opts.config["autoencoder"]["model"], "autoencoder.model")
-            image_size, note = _image_size(opts.config), "trained generator"
+            spec = GeneratorSpec.from_settings(opts.generator, opts.decoder,
+                                               generator_model(opts.config, opts.generator_name))
+            note = "trained generator"
         else:
-            generator, decoder_path, unet_config, vq, image_size = _tiny_generator(Path(tmp), 50 if opts.quick else 1000)
+            spec = _tiny_generator(Path(tmp), 50 if opts.quick else 1000)
             note = "tiny random UNet + decoder (no generator given or found): throughput only"
-        unet, schedule = load_generator(generator, unet_config, opts.device)
-        decoder = load_decoder(decoder_path, vq)
-        conditional = unet_config["is_context_conditional"]
+        pipeline = spec.load(opts.device)
+        conditional = pipeline.is_conditional
         if opts.contexts.is_file():
             contexts = load_matrix(opts.contexts)[1][:n_images]
         else:
-            contexts = uniform_contexts(n_images, unet_config["context_input_channels"], seed)
+            contexts = uniform_contexts(n_images, spec.unet.context_input_channels, seed)
         if len(contexts) < n_images:
             raise ValueError(f"{opts.contexts} holds {len(contexts)} contexts; sampling needs {n_images}")
         embedder = None
@@ -224,18 +200,17 @@ def bench_sampling(opts: Options) -> list[Row]:
         guidance = configured["guidance_scale"] if conditional else None
         rows = []
         for method, steps in SAMPLERS:
-            steps = min(steps, schedule.n_steps)  # quick mode's stand-in has T = 50: its ddpm runs 50 steps
+            steps = min(steps, pipeline.schedule.n_steps)  # quick mode's stand-in has T = 50: its ddpm runs 50 steps
             sampler = SamplerSettings(method, steps, 0.0, guidance, n_images, clip_x0, configured["decode_batch_size"])
             _synchronize(opts.device)
             start = time.perf_counter()
-            images = generate(unet, schedule, decoder, torch.from_numpy(contexts) if conditional else None, seeds,
-                              latent_shape_of(vq, image_size), sampler, opts.device)
+            images = pipeline(torch.from_numpy(contexts) if conditional else None, seeds, sampler)
             _synchronize(opts.device)
             seconds = time.perf_counter() - start
             row = {"case": f"{method}-{steps}", "method": method, "steps": steps, "clip_x0": clip_x0,
                    "guidance_scale": guidance,
-                   "images": n_images, "image_size": image_size, "seconds": seconds, "images_per_s": n_images / seconds,
-                   "generator": str(generator) if trained else "", "note": note,
+                   "images": n_images, "image_size": spec.image_size, "seconds": seconds, "images_per_s": n_images / seconds,
+                   "generator": str(spec.checkpoint) if trained else "", "note": note,
                    **dict.fromkeys(CONSISTENCY_COLUMNS, "")}
             if embedder is not None:
                 ids = context_ids(n_images)
@@ -399,11 +374,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Options, list[str], i
     if not args.quick:
         generator = generator or Path(f"results/ldm/{args.generator_name}/ema.ckpt")
         decoder = decoder or Path("results/autoencoder/first_stage_decoder_state_dict.pt")
-    config = merged_config(args.config, args.configfile)
+    config = load_config(args.config, args.configfile)
     if args.generator_name not in config["generators"]:
         parser.error(f"--generator-name {args.generator_name!r} is not under `generators` in the config")
     opts = Options(quick=args.quick, device=resolve_device(args.device), out=args.out, config=config,
-                   paper_config=merged_config(args.config, [*args.configfile, args.paper_config]),
+                   paper_config=load_config(args.config, [*args.configfile, args.paper_config]),
                    generator_name=args.generator_name, generator=generator, decoder=decoder,
                    contexts=args.contexts, backbone=args.backbone, benchmarks=args.benchmarks)
     return opts, families, args.threads

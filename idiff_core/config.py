@@ -6,11 +6,12 @@ the run at once instead of hours later inside a job.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jsonschema
 import yaml
@@ -56,9 +57,57 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Non
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
-def _unet(config: Mapping[str, Any], generator: str) -> dict:
+# ------------------------------------------------------------------ facts derived from the config
+
+def image_size(config: Mapping[str, Any]) -> int:
+    """Side of the training faces (the autoencoder's input; latents are image_size / f)."""
+    data = config["data"]
+    return data["world"]["image_size"] if data["source"] == "world" else data["ffhq"]["image_size"]
+
+
+def generator_unet(config: Mapping[str, Any], generator: str) -> dict[str, Any]:
+    """A generator's UNet: the shared `ldm.unet` with the generator's own overrides."""
     return {**config["ldm"]["unet"], **config["generators"][generator]["unet"]}
 
+
+def generator_ldm(config: Mapping[str, Any], generator: str) -> dict[str, Any]:
+    """A generator's LDM training config: the shared `ldm` section with the generator's overrides, its
+    replicate added to the seed, less `encode_batch_size` (the faces are encoded once for every generator)."""
+    gen = config["generators"][generator]
+    training = {**config["ldm"]["training"], **gen["training"]}
+    del training["encode_batch_size"]
+    training["seed"] += replicate_of(gen)
+    return {"unet": generator_unet(config, generator), "diffusion": config["ldm"]["diffusion"], "training": training}
+
+
+def generator_model(config: Mapping[str, Any], generator: str) -> dict[str, Any]:
+    """What builds a generator's networks (`generation.GeneratorSpec.from_settings`): UNet, autoencoder, image size."""
+    return {"unet": generator_unet(config, generator), "autoencoder": config["autoencoder"]["model"],
+            "image_size": image_size(config)}
+
+
+def embedding_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """How identity embeddings are extracted (`embeddings.EmbeddingSettings`): the embedder and `extract`."""
+    return {**config["embedder"]["model"], **config["embedder"]["extract"]}
+
+
+def load_config(path: str | os.PathLike, overrides: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+    """A config file with each override file merged over it key by key, as Snakemake's `--configfile` does."""
+    def merge(base: dict, update: Mapping) -> dict:
+        for key, value in update.items():
+            if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+                merge(base[key], value)
+            else:
+                base[key] = copy.deepcopy(value)
+        return base
+
+    merged = load_yaml(path)
+    for override in overrides:
+        merge(merged, load_yaml(override))
+    return merged
+
+
+# ---------------------------------------------------------------------------------- cross references
 
 def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
     """Names used in one section must be defined in another (experiments -> datasets -> ...)."""
@@ -69,7 +118,7 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
             gen = ctx.get("generator")
             if gen not in generators:
                 problems.append(f"contexts.{name}.generator '{gen}' is not defined under 'generators'")
-            elif _unet(config, gen)["is_context_conditional"]:
+            elif generator_unet(config, gen)["is_context_conditional"]:
                 problems.append(f"contexts.{name}.generator '{gen}' must be an unconditional generator")
     for name, gen in generators.items():
         if "encode_batch_size" in gen["training"]:
@@ -78,7 +127,7 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
     for name, ds in datasets.items():
         if ds["generator"] not in generators:
             problems.append(f"datasets.{name}.generator '{ds['generator']}' is not defined under 'generators'")
-        elif not _unet(config, ds["generator"])["is_context_conditional"]:
+        elif not generator_unet(config, ds["generator"])["is_context_conditional"]:
             problems.append(f"datasets.{name}.generator '{ds['generator']}' is unconditional; use a conditional one")
         if ds["contexts"] not in contexts:
             problems.append(f"datasets.{name}.contexts '{ds['contexts']}' is not defined under 'contexts'")
@@ -197,13 +246,18 @@ WORLD_SET_SIZE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+def world_set_size_keys(kind: str) -> tuple[str, ...]:
+    """The size keys of face-world set `kind`, refusing an unknown kind."""
+    if kind not in WORLD_SET_SIZE_KEYS:
+        raise ValueError(f"unknown world set kind {kind!r}; expected one of {tuple(WORLD_SET_SIZE_KEYS)}")
+    return WORLD_SET_SIZE_KEYS[kind]
+
+
 def world_set_config(world: Mapping[str, Any], kind: str) -> dict[str, Any]:
     """The part of the `data.world` config that set `kind`'s files depend on. Its render rule gets only
     this, so resizing the benchmark re-renders neither the training faces nor all that is made of them.
     (Here, not in `world`, so that the Snakefile need not import torch to build its params.)"""
-    if kind not in WORLD_SET_SIZE_KEYS:
-        raise ValueError(f"unknown world set kind {kind!r}; expected one of {tuple(WORLD_SET_SIZE_KEYS)}")
-    return {key: world[key] for key in ("seed", "image_size", "nuisance_strength", *WORLD_SET_SIZE_KEYS[kind])}
+    return {key: world[key] for key in ("seed", "image_size", "nuisance_strength", *world_set_size_keys(kind))}
 
 
 def canonical_json(value: Any) -> str:

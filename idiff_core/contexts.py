@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from .autoencoder import load_decoder
 from .embeddings import EmbeddingSettings, embed_images
 from .evaluation import separability
-from .generation import SamplerSettings, generate, latent_shape_of, load_generator
+from .generation import GeneratorSpec, SamplerSettings
 from .io import load_matrix, save_matrix
-from .models.vq import VQConfig
 from .runtime import derive_seed
 
 
@@ -60,19 +58,46 @@ def real_contexts(embeddings_npz: str | os.PathLike, count: int, seed: int) -> t
     return [names[i] for i in chosen], l2_normalize(matrix[chosen])
 
 
-def two_stage_contexts(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, Any],
-                       decoder_path: str | os.PathLike, vq_config: VQConfig, backbone_path: str | os.PathLike,
-                       embedder: EmbeddingSettings, sampler: SamplerSettings, count: int, seed: int,
-                       image_size: int, device: str) -> np.ndarray:
+@dataclass(frozen=True)
+class TwoStageSource:
+    """What two-stage contexts are made with: the unconditional generator, the identity embedder
+    (applied as to the training faces) and the sampler."""
+
+    generator: GeneratorSpec
+    backbone: Path
+    embedder: EmbeddingSettings
+    sampler: SamplerSettings
+
+
+def two_stage_contexts(source: TwoStageSource, count: int, seed: int, device: str) -> np.ndarray:
     """Faces sampled from the unconditional LDM, embedded (whole image, as training embeddings) and normalised."""
-    unet, schedule = load_generator(generator_ckpt, unet_config, device)
-    if unet.is_context_conditional:
-        raise ValueError(f"{generator_ckpt}: two-stage contexts need the UNCONDITIONAL generator")
-    decoder = load_decoder(decoder_path, vq_config)
-    seeds = [derive_seed(seed, "two_stage", i) for i in range(count)]
-    images = generate(unet, schedule, decoder, None, seeds, latent_shape_of(vq_config, image_size), sampler, device)
-    model = embedder.backbone.load(backbone_path).to(device)
+    pipeline = source.generator.load(device)
+    if pipeline.is_conditional:
+        raise ValueError(f"{source.generator.checkpoint}: two-stage contexts need the UNCONDITIONAL generator")
+    images = pipeline(None, [derive_seed(seed, "two_stage", i) for i in range(count)], source.sampler)
+    embedder = source.embedder
+    model = embedder.backbone.load(source.backbone).to(device)
     return l2_normalize(embed_images(model, images, embedder.batch_size, device, flip_sum=embedder.flip_sum))
+
+
+def make_contexts(settings: ContextSettings, out_npz: str | os.PathLike, *,
+                  embeddings: str | os.PathLike | None = None, two_stage: TwoStageSource | None = None,
+                  device: str = "cpu") -> None:
+    """Write one context set of `settings.kind`; `real` reads `embeddings`, `two_stage` needs `two_stage`."""
+    names = None
+    if settings.kind == "synthetic_uniform":
+        matrix, source = uniform_contexts(settings.count, settings.dim, settings.seed), "N(0, I), L2-normalised"
+    elif settings.kind == "real" and embeddings is not None:
+        names, matrix = real_contexts(embeddings, settings.count, settings.seed)
+        source = f"real embeddings {embeddings}"
+    elif settings.kind == "two_stage" and two_stage is not None:
+        matrix = two_stage_contexts(two_stage, settings.count, settings.seed, device)
+        source = f"two-stage: {two_stage.generator.checkpoint} embedded by {two_stage.backbone}"
+    else:
+        needs = {"real": "embeddings", "two_stage": "two_stage"}.get(settings.kind)
+        raise ValueError(f"unknown context kind {settings.kind!r}" if needs is None
+                         else f"{settings.kind} contexts need `{needs}`")
+    write_contexts(out_npz, matrix, settings, source, names)
 
 
 def write_contexts(out_npz: str | os.PathLike, matrix: np.ndarray, settings: ContextSettings,

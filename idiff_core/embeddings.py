@@ -167,7 +167,7 @@ def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str, str]
             writer.writerows(rows)
 
 
-def import_backbone(weights: str | os.PathLike, out_path: str | os.PathLike, settings: EmbeddingSettings) -> None:
+def import_backbone(weights: str | os.PathLike, out_path: str | os.PathLike, backbone: BackboneSpec) -> None:
     """Verify user-provided weights (e.g. ElasticFace's) against the configured iresnet; keep a clean copy."""
-    model = settings.backbone.load(weights)
+    model = backbone.load(weights)
     save_state(out_path, model.state_dict())

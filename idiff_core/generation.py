@@ -1,4 +1,5 @@
-"""Images from a trained (or published) generator: the core shared by sampling and two-stage contexts.
+"""Images from a trained (or published) generator: the pipeline shared by sampling, two-stage contexts,
+the LFW-context experiment and the bench.
 
 Every image has its own seed: its starting noise and every noise draw of the sampler come from a
 generator seeded with it, so an image does not depend on what else is generated with it.
@@ -8,17 +9,20 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .autoencoder import codebook_range, decode_latents
-from .diffusion.samplers import draw_noise, make_eps_fn, sample
+from .autoencoder import codebook_range, decode_latents, load_decoder
 from .checkpoint import save_state
+from .diffusion.samplers import draw_noise, make_eps_fn, sample
 from .diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
-from .models.unet import UNet
+from .models.unet import UNet, UNetConfig
 from .models.vq import VQConfig, VQDecoder
+from .resume import file_key, settings_key
+from .settings import settings_from_dict
 
 
 @dataclass(frozen=True)
@@ -40,44 +44,85 @@ class SamplerSettings:
     decode_batch_size: int | None = None
 
 
-def latent_shape_of(vq_config: VQConfig, image_size: int) -> tuple[int, int, int]:
-    """The latent a generator works on: (embed_dim, side / f, side / f) for side x side images."""
-    factor = vq_config.downsampling
-    if image_size % factor:
-        raise ValueError(f"image size {image_size} is not divisible by the autoencoder's factor {factor}")
-    return vq_config.embed_dim, image_size // factor, image_size // factor
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A generator as the workflow names it: its files and the configs that build their networks."""
+
+    checkpoint: Path  # the EMA UNet in the released DDPM layout
+    unet: UNetConfig
+    decoder: Path  # the split first-stage decoder
+    autoencoder: VQConfig
+    image_size: int
+
+    @classmethod
+    def from_settings(cls, checkpoint: str | os.PathLike, decoder: str | os.PathLike,
+                      settings: Mapping[str, Any]) -> GeneratorSpec:
+        """From a rule's `generator` settings: `{unet: {...}, autoencoder: {...}, image_size: N}`."""
+        return cls(Path(checkpoint), settings_from_dict(UNetConfig, settings["unet"], "generator unet"),
+                   Path(decoder), settings_from_dict(VQConfig, settings["autoencoder"], "autoencoder.model"),
+                   int(settings["image_size"]))
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """The latent the UNet works on: (embed_dim, side / f, side / f) for side x side images."""
+        factor = self.autoencoder.downsampling
+        if self.image_size % factor:
+            raise ValueError(f"image size {self.image_size} is not divisible by the autoencoder's factor {factor}")
+        side = self.image_size // factor
+        return self.autoencoder.embed_dim, side, side
+
+    def state_key(self) -> dict[str, str]:
+        """What a generated image depends on, as parts of a resumable stage's key (`resume`): the
+        networks' configs and image size, and the two files' contents."""
+        return {"generator_settings": settings_key({"unet": self.unet, "autoencoder": self.autoencoder,
+                                                    "image_size": self.image_size}),
+                "generator": file_key(self.checkpoint), "decoder": file_key(self.decoder)}
+
+    def load(self, device: str | torch.device) -> LatentPipeline:
+        """The networks, loaded once (strict key and shape checks) and ready to generate on `device`."""
+        unet = UNet(self.unet)
+        schedule = load_ddpm_checkpoint(self.checkpoint, unet)
+        return LatentPipeline(unet.to(device).eval(), schedule.to(device),
+                              load_decoder(self.decoder, self.autoencoder), self.latent_shape, device)
 
 
-def load_generator(checkpoint: str | os.PathLike, unet_config: Mapping[str, Any],
-                   device: str | torch.device) -> tuple[UNet, DiffusionSchedule]:
-    """A UNet (eval mode, on `device`) and its schedule from a checkpoint in the released DDPM layout."""
-    unet = UNet(**unet_config)
-    schedule = load_ddpm_checkpoint(checkpoint, unet)
-    return unet.to(device).eval(), schedule.to(device)
+@dataclass
+class LatentPipeline:
+    """Latent diffusion as one object: UNet and schedule denoise, the decoder turns latents to images."""
+
+    unet: UNet
+    schedule: DiffusionSchedule
+    decoder: VQDecoder
+    latent_shape: tuple[int, int, int]
+    device: str | torch.device
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.unet.is_context_conditional
+
+    @torch.inference_mode()
+    def __call__(self, contexts: torch.Tensor | None, seeds: Sequence[int], sampler: SamplerSettings) -> np.ndarray:
+        """uint8 NHWC images, one per seed (and per context row: None for an unconditional generator),
+        in batches of the sampler's size."""
+        if contexts is not None and len(contexts) != len(seeds):
+            raise ValueError(f"{len(contexts)} contexts for {len(seeds)} seeds")
+        steps = None if sampler.method == "ddpm" else sampler.steps
+        x0_range = codebook_range(self.decoder) if sampler.clip_x0 else None
+        images = []
+        for start in range(0, len(seeds), sampler.batch_size):
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + sampler.batch_size]]
+            x_T = draw_noise(generators, self.latent_shape, self.device)
+            context = None if contexts is None else contexts[start:start + sampler.batch_size].to(self.device)
+            eps_fn = make_eps_fn(self.unet, context, sampler.guidance_scale)
+            latents = sample(eps_fn, x_T, self.schedule, sampler.method, steps, sampler.eta, generators,
+                             x0_range=x0_range)
+            images.append(decode_latents(self.decoder, latents, sampler.decode_batch_size or sampler.batch_size,
+                                         self.device))
+        return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
-@torch.inference_mode()
-def generate(unet: UNet, schedule: DiffusionSchedule, decoder: VQDecoder, contexts: torch.Tensor | None,
-             seeds: Sequence[int], latent_shape: Sequence[int], sampler: SamplerSettings,
-             device: str | torch.device) -> np.ndarray:
-    """uint8 NHWC images, one per seed (and per context row when conditional), in batches of the sampler's size."""
-    if contexts is not None and len(contexts) != len(seeds):
-        raise ValueError(f"{len(contexts)} contexts for {len(seeds)} seeds")
-    steps = None if sampler.method == "ddpm" else sampler.steps
-    x0_range = codebook_range(decoder) if sampler.clip_x0 else None
-    images = []
-    for start in range(0, len(seeds), sampler.batch_size):
-        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + sampler.batch_size]]
-        x_T = draw_noise(generators, latent_shape, device)
-        context = None if contexts is None else contexts[start:start + sampler.batch_size].to(device)
-        eps_fn = make_eps_fn(unet, context, sampler.guidance_scale)
-        latents = sample(eps_fn, x_T, schedule, sampler.method, steps, sampler.eta, generators, x0_range=x0_range)
-        images.append(decode_latents(decoder, latents, sampler.decode_batch_size or sampler.batch_size, device))
-    return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), dtype=np.uint8)
-
-
-def import_generator(checkpoint: str | os.PathLike, unet_config: Mapping[str, Any], out_path: str | os.PathLike) -> None:
+def import_generator(checkpoint: str | os.PathLike, unet_config: UNetConfig, out_path: str | os.PathLike) -> None:
     """Check a published checkpoint against the configured UNet (strict) and write it in the released layout."""
-    unet = UNet(**unet_config)
+    unet = UNet(unet_config)
     schedule = load_ddpm_checkpoint(checkpoint, unet)
     save_state(out_path, ddpm_checkpoint_state(unet, schedule))

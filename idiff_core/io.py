@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -111,6 +112,27 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG", compress_level=1)
+
+
+def write_image_grid(rows: Sequence[Sequence[np.ndarray]], path: str | os.PathLike, padding: int = 2) -> None:
+    """Tile uint8 HxWx3 images into a PNG/JPEG grid, one list per row (short rows padded black).
+
+    Every image is resized (area interpolation) to the first one's size, so real photos and
+    generated or aligned faces of other sizes can share a grid.
+    """
+    rows = [list(r) for r in rows if len(r)]
+    if not rows:
+        raise ValueError(f"no images to put in the grid {path}")
+    height, width = rows[0][0].shape[:2]
+    columns = max(len(r) for r in rows)
+    grid = np.zeros((len(rows) * (height + padding) + padding, columns * (width + padding) + padding, 3), np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            if image.shape[:2] != (height, width):
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            top, left = padding + i * (height + padding), padding + j * (width + padding)
+            grid[top:top + height, left:left + width] = image
+    write_png(path, grid)
 
 
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:

@@ -19,7 +19,7 @@ from .data import DatasetError
 from .data.download import local_source
 from .data.ffhq import STEM
 from .data.lfw import find_lfw_root, missing_pair_images
-from .evaluation.benchmarks import read_lfw_pairs
+from .data.benchmarks import read_lfw_pairs
 from .evaluation.verification import contiguous_folds
 
 ELASTICFACE_HINT = ("ElasticFace-Arc's Elastic_R100_295672backbone.pth from the ElasticFace project "

@@ -30,11 +30,13 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _json_value(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else str(value)
+
+
 def settings_key(settings: Any) -> str:
-    """Digest of settings (a dataclass or JSON-able mapping) as sorted JSON."""
-    if dataclasses.is_dataclass(settings):
-        settings = dataclasses.asdict(settings)
-    return _digest(json.dumps(settings, sort_keys=True, default=str))
+    """Digest of settings (dataclasses, at any depth, or JSON-able values) as sorted JSON."""
+    return _digest(json.dumps(settings, sort_keys=True, default=_json_value))
 
 
 def file_key(path: str | os.PathLike | None) -> str:

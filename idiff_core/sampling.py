@@ -12,16 +12,13 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
-from .autoencoder import load_decoder
-from .generation import SamplerSettings, generate, latent_shape_of, load_generator
+from .generation import GeneratorSpec, SamplerSettings
 from .io import atomic_path, link_or_copy, load_matrix, write_png
-from .models.vq import VQConfig
 from .progress import progress
 from .resume import StateFolder, file_key, settings_key
 from .runtime import derive_seed
@@ -63,10 +60,9 @@ def _write_identity(folder: Path, images) -> None:
     os.replace(tmp, folder)
 
 
-def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, Any], decoder_path: str | os.PathLike,
-                 vq_config: VQConfig, contexts_npz: str | os.PathLike, out_dir: str | os.PathLike,
+def sample_shard(generator: GeneratorSpec, contexts_npz: str | os.PathLike, out_dir: str | os.PathLike,
                  manifest_csv: str | os.PathLike, state_dir: str | os.PathLike, settings: SamplingSettings, *,
-                 image_size: int, shard: int, device: str) -> None:
+                 shard: int, device: str) -> None:
     """Generate shard `shard`: `<out_dir>/<identity>/<j>.png` for its identities, and a manifest CSV."""
     ids, contexts, _ = load_matrix(contexts_npz)
     if len(ids) < settings.identities:
@@ -74,14 +70,10 @@ def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, An
                          f"to be sampled; raise the count of that context set or lower the dataset size")
     units = shard_units(settings.identities, settings, shard)
     mine = [i for unit in units for i in unit]
-    key = {"settings": settings_key({"sampling": asdict(settings), "unet": dict(unet_config),
-                                     "image_size": image_size}),
-           "generator": file_key(generator_ckpt), "decoder": file_key(decoder_path), "contexts": file_key(contexts_npz)}
+    key = {"settings": settings_key(settings), **generator.state_key(), "contexts": file_key(contexts_npz)}
     work = StateFolder(state_dir, key, f"sampling shard {shard}").open()
 
-    unet, schedule = load_generator(generator_ckpt, unet_config, device)
-    decoder = load_decoder(decoder_path, vq_config)
-    latent_shape = latent_shape_of(vq_config, image_size)
+    pipeline = generator.load(device)
     per_image = settings.images_per_identity
     with progress(total=len(mine) * per_image, desc=f"sampling shard {shard}", unit="img") as bar:
         for unit in units:
@@ -90,8 +82,7 @@ def sample_shard(generator_ckpt: str | os.PathLike, unet_config: Mapping[str, An
                 continue
             seeds = [image_seed(settings.seed, ids[i], j) for i in unit for j in range(per_image)]
             rows = torch.from_numpy(contexts[list(unit)]).repeat_interleave(per_image, dim=0)
-            context = rows if unet.is_context_conditional else None
-            images = generate(unet, schedule, decoder, context, seeds, latent_shape, settings.sampler, device)
+            images = pipeline(rows if pipeline.is_conditional else None, seeds, settings.sampler)
             for k, i in enumerate(unit):
                 if not (work / ids[i]).is_dir():
                     _write_identity(work / ids[i], images[k * per_image:(k + 1) * per_image])

@@ -9,7 +9,6 @@ its own seed (`derive_seed(seed, set, identity[, image])`), so any one of them c
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from idiff_core.config import WORLD_SET_SIZE_KEYS
+from idiff_core.config import WORLD_SET_SIZE_KEYS, world_set_size_keys
 from idiff_core.io import IMAGE_EXTENSIONS, atomic_path, write_png
 from idiff_core.progress import progress
 from idiff_core.runtime import derive_seed
@@ -52,9 +51,7 @@ class WorldSettings:
 
     def layout(self, kind: str) -> tuple[int, int]:
         """(identities, images per identity) of one set."""
-        if kind not in WORLD_SET_SIZE_KEYS:
-            raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
-        keys = WORLD_SET_SIZE_KEYS[kind]
+        keys = world_set_size_keys(kind)
         sizes = (getattr(self, keys[0]), getattr(self, keys[1]) if len(keys) > 1 else 1)  # ffhq: one image each
         if None in sizes:
             raise ValueError(f"these world settings hold no size for set {kind!r} (missing {keys})")
@@ -87,11 +84,6 @@ def sample_identity(seed: int, kind: str, index: int) -> dict[str, float]:
     if rng.uniform() < 0.1:  # bald or shaved: hair starts high and lies flat
         ident.update(hairline=3.0, hair_volume=0.0, fringe=0.0, hair_length=-1.0)
     return ident
-
-
-def identity_vector(ident: dict[str, float]) -> np.ndarray:
-    """The identity as a vector in `IDENTITY_RANGES` order (for comparing identities)."""
-    return np.array([ident[name] for name in IDENTITY_RANGES], dtype=np.float64)
 
 
 def sample_nuisance(seed: int, kind: str, index: int, image: int, strength: float) -> dict[str, float | np.ndarray]:
@@ -492,63 +484,38 @@ def draw(settings: WorldSettings, kind: str, identity: int, image: int) -> tuple
 def image_names(kind: str, identities: int, images: int) -> list[tuple[int, int, str]]:
     """(identity, image, relative path) of every file of a set, in the layout of the data it mimics:
     FFHQ `00042.png`; ImageFolder `00042/0003.png`; LFW `Person_0042/Person_0042_0004.png` (1-based)."""
+    world_set_size_keys(kind)  # refuses an unknown kind
     if kind == "ffhq":
         return [(i, 0, f"{i:05d}.png") for i in range(identities)]
     if kind == "labelled":
         return [(i, k, f"{i:05d}/{k:04d}.png") for i in range(identities) for k in range(images)]
-    if kind == "lfw":
-        return [(i, k, f"Person_{i:04d}/Person_{i:04d}_{k + 1:04d}.png") for i in range(identities) for k in range(images)]
-    raise ValueError(f"unknown world set kind {kind!r}; expected one of {KINDS}")
+    return [(i, k, f"Person_{i:04d}/Person_{i:04d}_{k + 1:04d}.png") for i in range(identities) for k in range(images)]
 
 
-def _render_files(task: tuple[WorldSettings, str, str, list[tuple[int, int, str]]]) -> list[list]:
+def _render_files(task: tuple[WorldSettings, str, str, list[tuple[int, int, str]]]) -> int:
     settings, kind, out_dir, files = task
-    rows = []
     for identity, image, name in files:
-        pixels, landmarks = draw(settings, kind, identity, image)
-        write_png(Path(out_dir) / name, pixels)
-        rows.append([name, *(f"{x:.3f}" for x in landmarks.ravel())])
-    return rows
+        write_png(Path(out_dir) / name, draw(settings, kind, identity, image)[0])
+    return len(files)
 
 
-def render_set(out_dir: str | os.PathLike, kind: str, settings: WorldSettings,
-               landmarks_csv: str | os.PathLike | None = None, threads: int = 1) -> int:
-    """Render one set (`ffhq`, `labelled` or `lfw`) into `out_dir`; optionally write the true landmarks
-    as CSV (`name,x1,y1,...,x5,y5`, name relative to `out_dir`). Returns the number of images."""
+def render_set(out_dir: str | os.PathLike, kind: str, settings: WorldSettings, threads: int = 1) -> int:
+    """Render one set (`ffhq`, `labelled` or `lfw`) into `out_dir`. Returns the number of images."""
     identities, images = settings.layout(kind)
     if identities < 1 or images < 1:
         raise ValueError(f"world set {kind!r} needs >= 1 identity and image, got {identities} x {images}")
     files = image_names(kind, identities, images)
     chunk = max(1, min(256, len(files) // max(1, 4 * threads)))
     tasks = [(settings, kind, str(out_dir), files[i:i + chunk]) for i in range(0, len(files), chunk)]
-    bar = progress(total=len(files), desc=f"world {kind}", unit="img")
-    rows: list[list] = []
-    if threads > 1:
-        with ProcessPoolExecutor(max_workers=threads) as pool:
-            for part in pool.map(_render_files, tasks):
-                rows += part
-                bar.update(len(part))
-    else:
-        for task in tasks:
-            rows += _render_files(task)
-            bar.update(len(task[3]))
-    bar.close()
-    if landmarks_csv is not None:
-        with atomic_path(landmarks_csv) as tmp, open(tmp, "w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["name"] + [f"{axis}{k}" for k in range(1, 6) for axis in "xy"])
-            writer.writerows(rows)
+    with progress(total=len(files), desc=f"world {kind}", unit="img") as bar:
+        if threads > 1:
+            with ProcessPoolExecutor(max_workers=threads) as pool:
+                for done in pool.map(_render_files, tasks):
+                    bar.update(done)
+        else:
+            for task in tasks:
+                bar.update(_render_files(task))
     return len(files)
-
-
-def read_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Landmarks CSV written by `render_set`: relative image name -> 5x2 float32 (x, y)."""
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None or len(header) != 11 or header[0] != "name":
-            raise ValueError(f"{path} is not a landmarks CSV (expected header name,x1,y1,...,x5,y5)")
-        return {row[0]: np.array(row[1:], dtype=np.float32).reshape(5, 2) for row in reader}
 
 
 def write_pairs(image_root: str | os.PathLike, pairs_path: str | os.PathLike, pairs_per_fold: int, seed: int,

@@ -3,7 +3,8 @@
 import re
 
 from idiff_core import __version__
-from idiff_core.config import canonical_json, configured_name, replicate_of, world_set_config
+from idiff_core.config import (canonical_json, configured_name, embedding_settings, generator_ldm, generator_model,
+                               generator_unet, replicate_of, world_set_config)
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"
@@ -28,24 +29,8 @@ def names_regex(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-def generator_settings(name):
-    """One generator's LDM config: the shared `ldm` section with the generator's own overrides, less
-    `encode_batch_size` (rule encode_latents encodes the faces once for every generator)."""
-    gen = config["generators"][name]
-    training = {**config["ldm"]["training"], **gen["training"]}
-    del training["encode_batch_size"]
-    training["seed"] += replicate_of(gen)
-    return {"unet": {**config["ldm"]["unet"], **gen["unet"]}, "diffusion": config["ldm"]["diffusion"],
-            "training": training}
-
-
-def image_size():
-    """Side of the training faces (the autoencoder's input; latents are image_size / f)."""
-    return config["data"]["world"]["image_size"] if WORLD else config["data"]["ffhq"]["image_size"]
-
-
 def is_conditional(name):
-    return generator_settings(name)["unet"]["is_context_conditional"]
+    return generator_unet(config, name)["is_context_conditional"]
 
 
 # ---- LDM training (rules/ldm.smk)
@@ -78,14 +63,13 @@ def context_inputs(w):
 
 
 def context_settings(name):
-    spec = {k: v for k, v in config["contexts"][name].items() if k != "replicate"}
-    spec["seed"] += replicate_of(config["contexts"][name])
-    subtrees = {"contexts": spec}
+    spec = config["contexts"][name]
+    subtrees = {"contexts": {"kind": spec["kind"], "count": spec["count"], "dim": spec["dim"],
+                             "seed": spec["seed"] + replicate_of(spec)}}
     if spec["kind"] == "two_stage":
-        subtrees.update(generator=generator_settings(spec["generator"])["unet"],
-                        autoencoder=config["autoencoder"]["model"], embedder=config["embedder"]["model"],
+        subtrees.update(generator=generator_model(config, spec["generator"]), embedder=embedding_settings(config),
                         # unconditional: no guidance (nor a rerun when a guidance scale is set)
-                        sampler={**config["sampling"]["sampler"], "guidance_scale": None}, image_size=image_size())
+                        sampler={**config["sampling"]["sampler"], "guidance_scale": None})
     return settings(**subtrees)
 
 
@@ -97,11 +81,12 @@ def dataset_sampler(dataset):
 
 
 def sampling_settings(dataset):
+    """A dataset's sampling (`sampling.SamplingSettings`) and the generator it samples."""
     ds = config["datasets"][dataset]
-    sampling = {**config["sampling"], "sampler": dataset_sampler(dataset), "seed": config["sampling"]["seed"] + replicate_of(ds)}
-    return settings(sampling=sampling,
-                    unet=generator_settings(ds["generator"])["unet"], autoencoder=config["autoencoder"]["model"],
-                    image_size=image_size(), images_per_identity=ds["images_per_identity"], identities=ds["identities"] + ds["oversample"])
+    sampling = {"sampler": dataset_sampler(dataset), "shards": config["sampling"]["shards"],
+                "seed": config["sampling"]["seed"] + replicate_of(ds), "images_per_identity": ds["images_per_identity"],
+                "identities": ds["identities"] + ds["oversample"]}
+    return settings(sampling=sampling, generator=generator_model(config, ds["generator"]))
 
 
 # ---- face-recognition training (rules/recognition.smk)
@@ -146,13 +131,11 @@ def experiment_row(model):
     if model in EXPERIMENTS:
         exp = EXPERIMENTS[model]
         ds = config["datasets"][exp["dataset"]]
-        gen = config["generators"][ds["generator"]]
+        unet = generator_unet(config, ds["generator"])
         replicate = replicate_of(exp)
         return {"experiment": configured_name(model, replicate), "replicate": replicate,
-                "generator": configured_name(ds["generator"], replicate_of(gen)),
-                "condition": gen["unet"].get("condition_type", config["ldm"]["unet"]["condition_type"]),
-                "cpd": gen["unet"].get("context_dropout_probability",
-                                       config["ldm"]["unet"]["context_dropout_probability"]),
+                "generator": configured_name(ds["generator"], replicate_of(config["generators"][ds["generator"]])),
+                "condition": unet["condition_type"], "cpd": unet["context_dropout_probability"],
                 "guidance": dataset_sampler(exp["dataset"])["guidance_scale"],
                 "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
                 "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
@@ -210,8 +193,7 @@ def benchmark_rows():
 def lfw_context_settings():
     """The LFW-context experiment's settings: its own keys, the sampler, the embedder and the seed."""
     return {**config["evaluation"]["lfw_contexts"], "seed": config["evaluation"]["seed"],
-            "sampler": config["sampling"]["sampler"],
-            "embedder": {**config["embedder"]["model"], **config["embedder"]["extract"]}}
+            "sampler": config["sampling"]["sampler"], "embedder": embedding_settings(config)}
 
 
 def used_generators():

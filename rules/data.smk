@@ -11,7 +11,6 @@ if WORLD:
         """Render one of the face world's three disjoint-identity sets."""
         output:
             images=directory("results/data/{world_set}"),
-            landmarks="results/data/{world_set}_landmarks.csv",
         wildcard_constraints:
             world_set="ffhq|labelled",
         params:
@@ -31,7 +30,6 @@ if WORLD:
         output:
             images=directory("results/data/lfw/images"),
             pairs="results/data/lfw/pairs.txt",
-            landmarks="results/data/lfw_landmarks.csv",
         params:
             settings=settings(world=world_set_config(config["data"]["world"], "lfw"), kind="lfw"),
         log:

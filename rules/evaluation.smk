@@ -220,8 +220,7 @@ rule lfw_contexts:
         generator=names_regex(CONDITIONAL_GENERATORS),
     params:
         settings=lambda w: expensive(lfw_contexts=lfw_context_settings(),
-                                     unet=generator_settings(w.generator)["unet"],
-                                     autoencoder=config["autoencoder"]["model"], image_size=image_size()),
+                                     generator=generator_model(config, w.generator)),
         device=config["device"],
     log:
         "results/logs/lfw_contexts/{generator}.log",

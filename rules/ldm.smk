@@ -40,7 +40,7 @@ rule train_ldm:
     wildcard_constraints:
         generator=names_regex(TRAINED_GENERATORS),
     params:
-        settings=lambda w: expensive(ldm={**generator_settings(w.generator), "autoencoder": config["autoencoder"]["model"]}),
+        settings=lambda w: expensive(ldm={**generator_ldm(config, w.generator), "autoencoder": config["autoencoder"]["model"]}),
         state=lambda w: f"results/state/ldm/{w.generator}",
         device=config["device"],
     log:
@@ -63,7 +63,7 @@ rule import_generator:
     wildcard_constraints:
         generator=names_regex(PUBLISHED_GENERATORS),
     params:
-        settings=lambda w: settings(unet=generator_settings(w.generator)["unet"],
+        settings=lambda w: settings(unet=generator_unet(config, w.generator),
                                     checkpoint=config["generators"][w.generator]["pretrained"]),
     log:
         "results/logs/import_generator/{generator}.log",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -84,16 +85,6 @@ def test_unknown_family_is_refused(tmp_path, capsys):
     assert "speed" in capsys.readouterr().err
 
 
-def test_configfile_overrides_merge_key_by_key(tmp_path):
-    override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"ldm": {"unet": {"initial_channels": 96}}, "alignment": {"min_face_size": 1}}))
-    base = bench.merged_config(REPO / "config/config.yaml")
-    merged = bench.merged_config(REPO / "config/config.yaml", [override])
-    assert merged["ldm"]["unet"] == {**base["ldm"]["unet"], "initial_channels": 96}
-    assert merged["alignment"] == {**base["alignment"], "min_face_size": 1}
-    assert merged["ldm"]["training"] == base["ldm"]["training"]
-
-
 def test_machine_info_names_the_machine():
     info = bench.machine_info(bench.resolve_device("cpu"))
     assert info["device"] == "cpu" and info["cpu_count"] >= 1 and info["torch_threads"] >= 1
@@ -101,27 +92,43 @@ def test_machine_info_names_the_machine():
 
 
 def test_sampling_scores_identity_consistency_of_a_given_generator(tmp_path):
-    """The trained-generator path: files in the workflow's layouts, config merged from --configfile."""
+    """The trained-generator path: files in the workflow's layouts, config merged from --configfile; each
+    row's consistency is that of the images its sampler makes from the seeded noise, embedded."""
+    from idiff_core.embeddings import embed_images
+    from idiff_core.evaluation.quality import identity_consistency
+    from idiff_core.generation import SamplerSettings
     from idiff_core.io import save_matrix
-    from idiff_core.models.iresnet import iresnet
+    from idiff_core.models.iresnet import BackboneSpec, iresnet
+    from idiff_core.runtime import derive_seed
 
-    generator, decoder, _, _, _ = bench._tiny_generator(tmp_path, 25)
+    spec = bench._tiny_generator(tmp_path, 25)
+    torch.manual_seed(0)
     torch.save(iresnet([1, 1, 1, 1], base_width=16).state_dict(), tmp_path / "backbone.pt")
-    save_matrix(tmp_path / "contexts.npz", ["a", "b"], bench.uniform_contexts(2, 512, 0))
+    contexts = bench.uniform_contexts(2, 512, 0)
+    save_matrix(tmp_path / "contexts.npz", ["a", "b"], contexts)
+    embedder = {"arch": [1, 1, 1, 1], "num_features": 512, "base_width": 16, "input_size": 112}
     override = tmp_path / "tiny.yaml"
     override.write_text(yaml.safe_dump({"ldm": {"unet": bench.TINY_UNET}, "generators": {"ca_cpd25": {"unet": {}}},
                                         "autoencoder": {"model": bench.TINY_VQ}, "data": {"world": {"image_size": 32}},
                                         "sampling": {"sampler": {"guidance_scale": 2.0}},
-                                        "embedder": {"model": {"arch": [1, 1, 1, 1], "num_features": 512, "base_width": 16,
-                                                              "input_size": 112}}}))
+                                        "embedder": {"model": embedder}}))
     args = _args(tmp_path, "--quick", "--only", "sampling", "--configfile", str(override),
-                 "--generator", str(generator), "--decoder", str(decoder),
+                 "--generator", str(spec.checkpoint), "--decoder", str(spec.decoder),
                  "--contexts", str(tmp_path / "contexts.npz"), "--backbone", str(tmp_path / "backbone.pt"))
     rows = bench.main(args)["sampling"]
     assert [r["steps"] for r in rows] == [25, 25, 20]  # capped at the checkpoint's T
+
+    pipeline = spec.load("cpu")
+    backbone = BackboneSpec(**embedder).load(tmp_path / "backbone.pt")
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())["sampling"]
+    seeds = [derive_seed(config["seed"], "bench_sampling", i) for i in range(2)]
     for row in rows:
-        assert row["note"] == "trained generator" and row["generator"] == str(generator)
-        assert row["guidance_scale"] == 2.0
-        assert -1.0 <= row["consistency_mean"] <= 1.0 and -1.0 <= row["random_context_mean"] <= 1.0
-        assert 0.0 <= row["context_auc"] <= 1.0 and row["context_rank1"] in (0.0, 0.5, 1.0)
-        assert row["context_count"] == 2
+        assert row["note"] == "trained generator" and row["generator"] == str(spec.checkpoint)
+        sampler = SamplerSettings(row["method"], row["steps"], 0.0, 2.0, 2, config["sampler"]["clip_x0"],
+                                  config["sampler"]["decode_batch_size"])
+        images = pipeline(torch.from_numpy(contexts), seeds, sampler)
+        expected = identity_consistency(embed_images(backbone, images, 64, "cpu", flip_sum=False),
+                                        np.array(["00000", "00001"]), ["00000", "00001"], contexts, config["seed"])
+        assert row["guidance_scale"] == 2.0 and row["context_count"] == 2
+        for column in bench.CONSISTENCY_COLUMNS:
+            assert row[column] == pytest.approx(expected[column], abs=1e-6), (row["method"], column)

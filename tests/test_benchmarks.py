@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from idiff_core.evaluation.benchmarks import (
+from idiff_core.data.benchmarks import (
     LfwPair, UnsafePickleError, lfw_image_path, read_bin, read_lfw_pairs)
 
 

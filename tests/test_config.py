@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import shutil
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from idiff_core.config import ConfigError, canonical_json, load_schema, validate_config, with_replicates
+from idiff_core.config import (ConfigError, canonical_json, load_config, load_schema, validate_config,
+                               with_replicates)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
@@ -23,16 +23,8 @@ def default_config() -> dict:
     return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def merged(base: dict, override: dict) -> dict:
-    """Snakemake's --configfile semantics: nested dicts merge key by key, everything else replaces."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def paper_config() -> dict:
-    return merged(default_config(), yaml.safe_load((REPO / "config" / "paper.yaml").read_text()))
+    return load_config(REPO / "config" / "config.yaml", [REPO / "config" / "paper.yaml"])
 
 
 @pytest.mark.parametrize("config", [default_config, paper_config], ids=["default", "paper"])
@@ -168,3 +160,50 @@ def test_replicates_copy_each_experiments_seeded_chain():
     config["datasets"]["uniform_cpd25_rep1"] = dict(config["datasets"]["uniform_cpd25"])
     with pytest.raises(ConfigError, match="'uniform_cpd25_rep1', which the config already uses"):
         with_replicates(config)
+
+
+def test_configfile_overrides_merge_key_by_key(tmp_path):
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"ldm": {"unet": {"initial_channels": 96}}, "alignment": {"min_face_size": 1}}))
+    base = load_config(REPO / "config/config.yaml")
+    merged = load_config(REPO / "config/config.yaml", [override])
+    assert merged["ldm"]["unet"] == {**base["ldm"]["unet"], "initial_channels": 96}
+    assert merged["alignment"] == {**base["alignment"], "min_face_size": 1}
+    assert merged["ldm"]["training"] == base["ldm"]["training"]
+
+
+def _choices(path: str) -> set:
+    """The enum the schema gives the key at `path` (dots; `*` for a name under a mapping)."""
+    node = SCHEMA
+    for part in path.split("."):
+        while "$ref" in node or "oneOf" in node:
+            node = (SCHEMA["$defs"][node["$ref"].split("/")[-1]] if "$ref" in node
+                    else next(n for n in node["oneOf"] if n.get("type") != "null"))
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    while "$ref" in node:
+        node = SCHEMA["$defs"][node["$ref"].split("/")[-1]]
+    return set(node["enum"] if "enum" in node else next(n for n in node["oneOf"] if "enum" in n)["enum"])
+
+
+def test_each_choice_the_schema_offers_is_one_the_code_implements():
+    """The schema checks a config's choices at start-up; the code that implements them keeps its own
+    list (it guards direct callers too). The two lists must not drift apart."""
+    from idiff_core.alignment import FAILURE_POLICIES
+    from idiff_core.data import ffhq, lfw
+    from idiff_core.diffusion.samplers import SAMPLING_METHODS
+    from idiff_core.diffusion.schedule import SCHEDULE_KINDS
+    from idiff_core.evaluation.leakage import PER_IDENTITY_MODES
+    from idiff_core.models.heads import MARGIN_KINDS
+    from idiff_core.models.iresnet import ARCH_LAYERS
+    from idiff_core.models.unet import CONDITION_TYPES
+    from idiff_core.training.ldm import PRECISIONS
+
+    implemented = {
+        "data.ffhq.source": ffhq.SOURCES, "data.ffhq.variant": ffhq.VARIANTS, "data.lfw.source": lfw.SOURCES,
+        "ldm.diffusion.schedule": SCHEDULE_KINDS, "ldm.unet.condition_type": CONDITION_TYPES,
+        "ldm.training.precision": PRECISIONS, "sampling.sampler.method": SAMPLING_METHODS,
+        "alignment.on_failure": FAILURE_POLICIES, "fr.train.head": MARGIN_KINDS,
+        "evaluation.leakage.per_identity": PER_IDENTITY_MODES, "fr.model.arch": ARCH_LAYERS,
+    }
+    for path, choices in implemented.items():
+        assert _choices(path) == set(choices), path

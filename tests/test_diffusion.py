@@ -10,7 +10,7 @@ import torch
 from idiff_core.diffusion.samplers import (draw_noise, ddpm_step, guided_eps, make_eps_fn, sample,
                                            sampling_timesteps)
 from idiff_core.diffusion.schedule import BUFFER_NAMES, DiffusionSchedule
-from idiff_core.models.unet import UNet
+from idiff_core.models.unet import UNet, UNetConfig
 from refdata import discover
 
 EXAMPLE_TOL = 1e-6
@@ -109,7 +109,7 @@ def test_sampling_timesteps():
 @pytest.fixture(scope="module")
 def tiny_unet() -> UNet:
     torch.manual_seed(0)
-    unet = UNet(**TINY).eval()
+    unet = UNet(UNetConfig(**TINY)).eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for p in unet.parameters():

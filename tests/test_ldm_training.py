@@ -16,7 +16,7 @@ import torch
 from idiff_core.checkpoint import load_state, save_state
 from idiff_core.diffusion.schedule import BUFFER_NAMES, DiffusionSchedule, load_ddpm_checkpoint
 from idiff_core.io import load_matrix, read_rgb, save_matrix, write_png
-from idiff_core.models.unet import UNet
+from idiff_core.models.unet import UNet, UNetConfig
 from idiff_core.models.vq import VQConfig, VQDecoder, VQEncoder
 from idiff_core.training import latents, ldm
 from idiff_core.training.ema import ema_decay, make_ema, update_ema
@@ -106,7 +106,7 @@ def test_short_run_writes_log_checkpoints_and_released_layout(world, tmp_path):
         raw = torch.load(out / name, map_location="cpu", weights_only=True)
         assert list(raw)[:8] == list(BUFFER_NAMES)
         assert all(k.startswith("eps_model.") for k in list(raw)[8:])
-        unet = UNet(**UNET_CA)
+        unet = UNet(UNetConfig(**UNET_CA))
         schedule = load_ddpm_checkpoint(out / name, unet)
         torch.testing.assert_close(schedule.alpha_bars, schedule_ref.alpha_bars, rtol=0, atol=0)
     ema, model = (torch.load(out / n, weights_only=True) for n in ("ema.ckpt", "model.ckpt"))
@@ -274,7 +274,7 @@ def test_unconditional_model_trains_without_embeddings(world, tmp_path):
     summary = run(world, tmp_path, settings(uncond, steps=2, checkpoint_every=2, keep_steps=[], preview_every=2,
                                             context_drop_probability=0.0), embeddings=False)
     assert math.isfinite(summary["last_loss"]) and (tmp_path / "out" / "previews" / "step_0000002.png").is_file()
-    load_ddpm_checkpoint(tmp_path / "out" / "ema.ckpt", UNet(**uncond))
+    load_ddpm_checkpoint(tmp_path / "out" / "ema.ckpt", UNet(UNetConfig(**uncond)))
 
 
 def test_batches_cover_each_epoch_once_and_depend_on_the_step_only():
@@ -314,5 +314,6 @@ def test_settings_refuse_bad_batch_split(world, tmp_path):
 
 
 def test_measure_ldm_throughput_reports_a_rate():
-    result = ldm.measure_ldm_throughput(UNET_CA, batch_size=2, steps=1, device="cpu")
-    assert result["latents_per_s"] > 0 and result["parameters"] == sum(p.numel() for p in UNet(**UNET_CA).parameters())
+    result = ldm.measure_ldm_throughput(UNetConfig(**UNET_CA), batch_size=2, steps=1, device="cpu")
+    assert result["latents_per_s"] > 0
+    assert result["parameters"] == sum(p.numel() for p in UNet(UNetConfig(**UNET_CA)).parameters())

@@ -11,13 +11,13 @@ import torch
 from idiff_core.checkpoint import save_state
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from idiff_core.embeddings import EmbeddingSettings, embed_images
-from idiff_core.evaluation.benchmarks import LfwPair
-from idiff_core.evaluation.lfw_contexts import (COMPARISONS, LfwContextSettings, image_key, lfw_context_experiment,
-                                                pair_scores, score_statistics, select_pairs)
-from idiff_core.generation import SamplerSettings
+from idiff_core.data.benchmarks import LfwPair
+from idiff_core.evaluation.lfw_contexts import (COMPARISONS, LfwContextOutputs, LfwContextSettings, LfwFiles, image_key,
+                                                lfw_context_experiment, pair_scores, score_statistics, select_pairs)
+from idiff_core.generation import GeneratorSpec, SamplerSettings
 from idiff_core.io import read_rgb, save_matrix, write_png
 from idiff_core.models.iresnet import iresnet, load_backbone
-from idiff_core.models.unet import UNet
+from idiff_core.models.unet import UNet, UNetConfig
 from idiff_core.models.vq import VQConfig, VQDecoder
 from idiff_core.settings import settings_from_dict
 
@@ -102,11 +102,11 @@ def world(tmp_path_factory) -> dict:
             write_png(root / "lfw" / person / f"{person}_{idx:04d}.png", rng.integers(0, 256, (16, 16, 3), np.uint8))
     (root / "pairs.txt").write_text(PAIRS)
     torch.manual_seed(0)
-    unet = UNet(**UNET)
+    unet = UNet(UNetConfig(**UNET))
     for p in unet.parameters():  # zero-initialised layers would ignore the context
         p.data.add_(0.05 * torch.randn_like(p))
     save_state(root / "ema.ckpt", ddpm_checkpoint_state(unet, DiffusionSchedule.create(50, "linear")))
-    unconditional = UNet(**UNCONDITIONAL)
+    unconditional = UNet(UNetConfig(**UNCONDITIONAL))
     save_state(root / "uncond.ckpt", ddpm_checkpoint_state(unconditional, DiffusionSchedule.create(50, "linear")))
     save_state(root / "decoder.pt", VQDecoder(VQ).state_dict())
     torch.save(iresnet([1, 1, 1, 1], num_features=512, base_width=8).state_dict(), root / "backbone.pt")
@@ -121,10 +121,11 @@ def run(world: dict, out, settings: LfwContextSettings, generator: str = "ema.ck
         unet: dict = UNET):
     root = world["root"]
     out.mkdir(exist_ok=True)
-    return lfw_context_experiment(root / embeddings, root / "lfw", root / "pairs.txt", root / generator, unet,
-                                  root / "decoder.pt", VQ, root / "backbone.pt", 16, "toy", settings,
-                                  out / "toy.csv", out / "toy_scores.npz", out / "toy_hist.png", out / "toy_grid.png",
-                                  "cpu")
+    return lfw_context_experiment(
+        LfwFiles(root / embeddings, root / "lfw", root / "pairs.txt"),
+        GeneratorSpec(root / generator, UNetConfig(**unet), root / "decoder.pt", VQ, 16), root / "backbone.pt", "toy",
+        settings, LfwContextOutputs(out / "toy.csv", out / "toy_scores.npz", out / "toy_hist.png", out / "toy_grid.png"),
+        "cpu")
 
 
 def test_stage_writes_statistics_scores_and_figures_reproducibly(world, tmp_path):

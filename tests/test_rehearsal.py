@@ -21,7 +21,7 @@ from refdata import reference_dir, require
 from smk import REPO
 
 from idiff_core import preflight, standins
-from idiff_core.evaluation.benchmarks import read_bin, read_lfw_pairs
+from idiff_core.data.benchmarks import read_bin, read_lfw_pairs
 from idiff_core.io import list_images
 
 PAPER_CONFIGS = ("--configfile", str(REPO / "config" / "paper.yaml"), str(REPO / "config" / "rehearsal.yaml"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from PIL import Image
 
 from idiff_core.autoencoder import decode_latents
 from idiff_core.checkpoint import save_state
-from idiff_core.contexts import ContextSettings, context_ids, real_contexts, uniform_contexts, write_contexts
+from idiff_core.contexts import (ContextSettings, TwoStageSource, context_ids, make_contexts, real_contexts,
+                                 uniform_contexts, write_contexts)
+from idiff_core.embeddings import EmbeddingSettings
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
-from idiff_core.generation import SamplerSettings
+from idiff_core.generation import GeneratorSpec, SamplerSettings
 from idiff_core.io import load_matrix, save_matrix
-from idiff_core.models.unet import UNet
+from idiff_core.models.iresnet import iresnet
+from idiff_core.models.unet import UNet, UNetConfig
 from idiff_core.models.vq import VQConfig, VQDecoder
 from idiff_core.sampling import SamplingSettings, identity_units, sample_shard, shard_units
 
@@ -34,7 +38,7 @@ def generator_files(tmp_path_factory) -> dict:
     """A tiny random UNet (released checkpoint layout), a tiny decoder and 5 uniform contexts."""
     root = tmp_path_factory.mktemp("generator")
     torch.manual_seed(0)
-    unet = UNet(**UNET)
+    unet = UNet(UNetConfig(**UNET))
     for p in unet.parameters():  # the zero-initialised layers would make every sample the same
         p.data.add_(0.02 * torch.randn_like(p))
     schedule = DiffusionSchedule.create(50, "linear")
@@ -42,7 +46,8 @@ def generator_files(tmp_path_factory) -> dict:
     save_state(root / "decoder.pt", VQDecoder(VQ).state_dict())
     settings = ContextSettings(kind="synthetic_uniform", count=5, seed=3, dim=512)
     write_contexts(root / "contexts.npz", uniform_contexts(5, 512, 3), settings, "test")
-    return {"generator": root / "ema.ckpt", "decoder": root / "decoder.pt", "contexts": root / "contexts.npz"}
+    return {"generator": GeneratorSpec(root / "ema.ckpt", UNetConfig(**UNET), root / "decoder.pt", VQ, IMAGE_SIZE),
+            "contexts": root / "contexts.npz"}
 
 
 def settings(shards: int, method: str = "ddim", steps: int | None = 4,
@@ -57,8 +62,8 @@ def run_shards(files: dict, root: Path, sampling: SamplingSettings) -> dict[str,
     images = {}
     for shard in range(sampling.shards):
         out = root / f"shard{shard}"
-        sample_shard(files["generator"], UNET, files["decoder"], VQ, files["contexts"], out, root / f"shard{shard}.csv",
-                     root / "state" / f"shard{shard}", sampling, image_size=IMAGE_SIZE, shard=shard, device="cpu")
+        sample_shard(files["generator"], files["contexts"], out, root / f"shard{shard}.csv",
+                     root / "state" / f"shard{shard}", sampling, shard=shard, device="cpu")
         images.update({p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")})
     return images
 
@@ -143,9 +148,8 @@ def test_ancestral_ddpm_sampling_runs(generator_files, tmp_path):
 def test_too_few_contexts_is_a_clear_error(generator_files, tmp_path):
     too_many = SamplingSettings(sampler=settings(1).sampler, images_per_identity=2, identities=6, seed=0, shards=1)
     with pytest.raises(ValueError, match="holds 5 contexts but 6 identities"):
-        sample_shard(generator_files["generator"], UNET, generator_files["decoder"], VQ, generator_files["contexts"],
-                     tmp_path / "o", tmp_path / "o.csv", tmp_path / "s", too_many, image_size=IMAGE_SIZE, shard=0,
-                     device="cpu")
+        sample_shard(generator_files["generator"], generator_files["contexts"], tmp_path / "o", tmp_path / "o.csv",
+                     tmp_path / "s", too_many, shard=0, device="cpu")
 
 
 def test_uniform_contexts_are_seeded_unit_vectors():
@@ -168,9 +172,49 @@ def test_real_contexts_are_a_seeded_subset(tmp_path):
         real_contexts(tmp_path / "e.npz", 21, seed=1)
 
 
-def test_context_file_records_seed_and_source(tmp_path):
-    settings_ = ContextSettings(kind="synthetic_uniform", count=3, seed=5, dim=512)
-    write_contexts(tmp_path / "c.npz", uniform_contexts(3, 512, 5), settings_, "N(0, I)")
+def test_make_contexts_writes_each_kind_with_its_seed_and_source(tmp_path):
+    uniform = ContextSettings(kind="synthetic_uniform", count=3, seed=5, dim=512)
+    make_contexts(uniform, tmp_path / "c.npz")
     ids, matrix, meta = load_matrix(tmp_path / "c.npz")
-    assert ids == ["00000", "00001", "00002"] and matrix.shape == (3, 512)
-    assert meta["seed"] == 5 and meta["kind"] == "synthetic_uniform" and meta["source"] == "N(0, I)"
+    assert ids == ["00000", "00001", "00002"] and np.array_equal(matrix, uniform_contexts(3, 512, 5))
+    assert meta["seed"] == 5 and meta["kind"] == "synthetic_uniform" and meta["source"] == "N(0, I), L2-normalised"
+
+    save_matrix(tmp_path / "e.npz", [f"img{i}" for i in range(20)], np.random.default_rng(0).normal(size=(20, 8)))
+    real = ContextSettings(kind="real", count=4, seed=1, dim=8)
+    make_contexts(real, tmp_path / "r.npz", embeddings=tmp_path / "e.npz")
+    _, matrix, meta = load_matrix(tmp_path / "r.npz")
+    names, chosen = real_contexts(tmp_path / "e.npz", 4, seed=1)
+    assert meta["source_names"] == names and np.array_equal(matrix, chosen)
+    with pytest.raises(ValueError, match="real contexts need `embeddings`"):
+        make_contexts(real, tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="unknown context kind 'gaussian'"):
+        make_contexts(ContextSettings(kind="gaussian", count=3, seed=0, dim=8), tmp_path / "x.npz")
+
+
+def test_two_stage_contexts_embed_the_unconditional_generators_faces(generator_files, tmp_path):
+    torch.manual_seed(1)
+    unconditional = UNetConfig(**{**UNET, "is_context_conditional": False, "condition_type": "AdaGN"})
+    unet = UNet(unconditional)
+    for p in unet.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    save_state(tmp_path / "uncond.ckpt", ddpm_checkpoint_state(unet, DiffusionSchedule.create(50, "linear")))
+    embedder = EmbeddingSettings(arch=[1, 1, 1, 1], num_features=16, base_width=8, input_size=32, batch_size=4,
+                                 flip_sum=False)
+    save_state(tmp_path / "backbone.pt", iresnet([1, 1, 1, 1], num_features=16, base_width=8, input_size=32).state_dict())
+    conditional = generator_files["generator"]
+    source = TwoStageSource(dataclasses.replace(conditional, checkpoint=tmp_path / "uncond.ckpt", unet=unconditional),
+                            tmp_path / "backbone.pt", embedder,
+                            SamplerSettings(method="ddim", steps=2, eta=0.0, guidance_scale=None, batch_size=2))
+    settings_ = ContextSettings(kind="two_stage", count=3, seed=0, dim=16)
+    for name in ("a.npz", "b.npz"):
+        make_contexts(settings_, tmp_path / name, two_stage=source)
+    ids, matrix, meta = load_matrix(tmp_path / "a.npz")
+    assert ids == context_ids(3) and matrix.shape == (3, 16) and meta["source"].startswith("two-stage: ")
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, rtol=1e-5)
+    assert np.unique(matrix.round(4), axis=0).shape[0] == 3  # three different faces
+    assert np.array_equal(matrix, load_matrix(tmp_path / "b.npz")[1])  # seeded
+    with pytest.raises(ValueError, match="UNCONDITIONAL"):
+        make_contexts(settings_, tmp_path / "c.npz", two_stage=dataclasses.replace(source, generator=conditional))
+    with pytest.raises(ValueError, match="two_stage contexts need `two_stage`"):
+        make_contexts(settings_, tmp_path / "c.npz")
+

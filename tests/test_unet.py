@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
-from idiff_core.models.unet import UNet
+from idiff_core.models.unet import UNet, UNetConfig
 from refdata import discover, reference_dir
 
 TOL = 1e-5
@@ -47,7 +47,7 @@ def _load_fixture(io_path: Path) -> tuple[dict, UNet]:
     for name in io["weight_files"]:
         state.update(torch.load(io_path.parent / name, weights_only=True))
     assert list(state) == io["state_dict_keys"]
-    unet = UNet(**io["config"]).eval()
+    unet = UNet(UNetConfig(**io["config"])).eval()
     unet.load_state_dict(state, strict=True)
     return io, unet
 
@@ -77,7 +77,7 @@ def test_unet_small_manifest(io_path):
     if not manifest.exists():
         pytest.skip(f"no manifest {manifest.name}")
     with torch.device("meta"):
-        unet = UNet(**io["config"])
+        unet = UNet(UNetConfig(**io["config"]))
     assert _manifest(unet) == _read_manifest(manifest)
 
 
@@ -85,7 +85,7 @@ def test_unet_small_manifest(io_path):
 def test_paper_unet_keys_and_parameter_count(name):
     config, n_params = PAPER_CONFIGS[name]
     with torch.device("meta"):
-        unet = UNet(**config)
+        unet = UNet(UNetConfig(**config))
     assert sum(p.numel() for p in unet.parameters()) == n_params
     bare = reference_dir() / "unet" / f"manifest_{name}.tsv"
     wrapped = reference_dir() / "unet" / f"manifest_{name}__ddpm_checkpoint.tsv"
@@ -100,7 +100,7 @@ def test_paper_unet_keys_and_parameter_count(name):
 
 def test_zero_initialised_layers_and_empty_context():
     torch.manual_seed(0)
-    unet = UNet(**TINY)
+    unet = UNet(UNetConfig(**TINY))
     zeroed = [k for k, v in unet.state_dict().items() if not v.any()]
     assert "final.weight" in zeroed and "down.0.res.conv2.weight" in zeroed and "middle.attn.x_proj_out.weight" in zeroed
     assert not unet.state_dict()["down.0.res.conv1.weight"].eq(0).all()
@@ -119,7 +119,7 @@ def _randomise(unet: torch.nn.Module, seed: int) -> None:
 
 def test_dropout_mask_equals_context_none_rows_and_cpd_only_in_training():
     torch.manual_seed(0)
-    unet = UNet(**TINY)
+    unet = UNet(UNetConfig(**TINY))
     _randomise(unet, 1)
     x, t = torch.randn(3, 3, 8, 8), torch.tensor([5, 500, 999])
     context = torch.nn.functional.normalize(torch.randn(3, 512), dim=1)
@@ -141,7 +141,7 @@ def test_dropout_mask_equals_context_none_rows_and_cpd_only_in_training():
 
 def test_unconditional_unet_ignores_context():
     config = dict(TINY, condition_type="AdaGN", is_context_conditional=False, context_dropout_probability=0.0)
-    unet = UNet(**config).eval()
+    unet = UNet(UNetConfig(**config)).eval()
     _randomise(unet, 2)
     assert not any(k.startswith("context_emb") for k in unet.state_dict())
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([1, 2])
@@ -154,30 +154,30 @@ def test_unconditional_unet_ignores_context():
                                  dict(context_dropout_probability=1.0)])
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
-        UNet(**dict(TINY, **bad))
+        UNet(UNetConfig(**dict(TINY, **bad)))
 
 
 def test_norm_groups_reach_every_group_norm_and_keep_the_key_layout():
-    published, narrow = UNet(**TINY), UNet(**TINY, norm_groups=8)
+    published, narrow = UNet(UNetConfig(**TINY)), UNet(UNetConfig(**TINY, norm_groups=8))
     groups = lambda model: {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)}
     assert groups(published) == {32} and groups(narrow) == {8}
     assert _manifest(published) == _manifest(narrow)
     with pytest.raises(ValueError, match="norm_groups"):
-        UNet(**TINY, norm_groups=24)
+        UNet(UNetConfig(**TINY, norm_groups=24))
 
 
 def test_ddpm_checkpoint_round_trip_and_mismatch(tmp_path):
-    unet = UNet(**TINY)
+    unet = UNet(UNetConfig(**TINY))
     _randomise(unet, 3)
     schedule = DiffusionSchedule.create(50, "linear")
     state = ddpm_checkpoint_state(unet, schedule)
     assert list(state)[:8] == list(schedule.buffers()) and list(state)[8] == "eps_model.image_proj.weight"
     path = tmp_path / "model.ckpt"
     torch.save(state, path)
-    fresh = UNet(**TINY)
+    fresh = UNet(UNetConfig(**TINY))
     loaded = load_ddpm_checkpoint(path, fresh)
     assert loaded.n_steps == 50 and torch.equal(loaded.alpha_bars, schedule.alpha_bars)
     assert all(torch.equal(a, b) for a, b in zip(unet.state_dict().values(), fresh.state_dict().values()))
-    other = UNet(**dict(TINY, condition_type="AdaGN"))
+    other = UNet(UNetConfig(**dict(TINY, condition_type="AdaGN")))
     with pytest.raises(ValueError, match="does not fit this UNet config"):
         load_ddpm_checkpoint(path, other)

@@ -10,8 +10,8 @@ import yaml
 from idiff_core.config import world_set_config
 from idiff_core.io import list_images, read_rgb
 from idiff_core.settings import settings_from_dict
-from idiff_core.world import (KINDS, WorldSettings, draw, identity_vector, image_names, read_landmarks, render_set,
-                              sample_identity, write_pairs)
+from idiff_core.world import (IDENTITY_RANGES, KINDS, WorldSettings, draw, image_names, render_set, sample_identity,
+                              write_pairs)
 
 # The embedded default's image size, nuisance and alignment: the detection and baseline bars hold for
 # the world users get.
@@ -47,7 +47,8 @@ def test_same_seed_same_bytes_other_index_other_image(settings):
 
 
 def test_sets_hold_disjoint_identities():
-    vectors = {kind: np.stack([identity_vector(sample_identity(7, kind, i)) for i in range(40)]) for kind in KINDS}
+    vectors = {kind: np.array([[ident[name] for name in IDENTITY_RANGES] for ident in
+                               (sample_identity(7, kind, i) for i in range(40))]) for kind in KINDS}
     for a in range(len(KINDS)):
         for b in range(a + 1, len(KINDS)):
             gaps = np.abs(vectors[KINDS[a]][:, None] - vectors[KINDS[b]][None]).max(-1)
@@ -57,14 +58,14 @@ def test_sets_hold_disjoint_identities():
 def test_render_set_layouts_and_landmarks(tmp_path, settings):
     for kind in KINDS:
         out = tmp_path / kind
-        count = render_set(out, kind, settings, landmarks_csv=tmp_path / f"{kind}.csv")
+        count = render_set(out, kind, settings)
         identities, images = settings.layout(kind)
         assert count == identities * images
         files = [p.relative_to(out).as_posix() for p in list_images(out)]
-        assert files == sorted(name for _, _, name in image_names(kind, identities, images))
-        marks = read_landmarks(tmp_path / f"{kind}.csv")
-        assert sorted(marks) == files
-        for name, points in marks.items():
+        layout = image_names(kind, identities, images)
+        assert files == sorted(name for _, _, name in layout)
+        for identity, image, _ in layout:
+            points = draw(settings, kind, identity, image)[1]
             assert points.shape == (5, 2) and np.all((points > 0) & (points < settings.image_size))
             assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]  # image left, then right
             assert points[0, 1] < points[2, 1] < points[3, 1]  # eyes above nose above mouth
@@ -93,11 +94,10 @@ def test_a_set_is_rendered_from_its_own_config_part(tmp_path, settings):
 
 
 def test_render_set_in_parallel_matches_serial(tmp_path, settings):
-    render_set(tmp_path / "a", "ffhq", settings, landmarks_csv=tmp_path / "a.csv", threads=1)
-    render_set(tmp_path / "b", "ffhq", settings, landmarks_csv=tmp_path / "b.csv", threads=2)
+    render_set(tmp_path / "a", "ffhq", settings, threads=1)
+    render_set(tmp_path / "b", "ffhq", settings, threads=2)
     for p in list_images(tmp_path / "a"):
         assert p.read_bytes() == (tmp_path / "b" / p.name).read_bytes()
-    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
 
 
 def test_pairs_follow_lfw_format(tmp_path, settings):

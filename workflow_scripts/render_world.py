@@ -6,7 +6,7 @@ from idiff_core.world import WorldSettings, render_set, write_pairs
 
 def stage(smk, settings, device):
     world = settings_from_dict(WorldSettings, settings["world"], "data.world")
-    render_set(smk.output.images, settings["kind"], world, smk.output.landmarks, threads=smk.threads)
+    render_set(smk.output.images, settings["kind"], world, threads=smk.threads)
     if "pairs" in smk.output.keys():
         write_pairs(smk.output.images, smk.output.pairs, world.lfw_pairs_per_fold, world.seed)
 

@@ -14,7 +14,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluation.benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
+from .benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
 from ..io import IMAGE_EXTENSIONS, link_or_copy
 from . import DatasetError
 from .archive import safe_extract

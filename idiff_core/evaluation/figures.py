@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, list_images, load_matrix, read_rgb
-from .plots import roc_curve_plot, save_image_grid, score_histogram, training_curves
+from ..io import atomic_path, list_images, load_matrix, read_rgb, write_image_grid
+from .plots import roc_curve_plot, score_histogram, training_curves
 from .quality import sample_identities
 from .separability import eer_stats, separability_report
 
@@ -33,7 +33,7 @@ def identity_grid(roots: Sequence[str | os.PathLike], out_png: str | os.PathLike
         rows.append([read_rgb(f) for f in files[:images]])
     if not any(rows):
         raise ValueError(f"no identity folder with images under {[str(r) for r in roots]}")
-    save_image_grid(rows, out_png)
+    write_image_grid(rows, out_png)
 
 
 def curve_figures(logs: Mapping[str, str | os.PathLike], out_pngs: Mapping[str, str | os.PathLike]) -> None:

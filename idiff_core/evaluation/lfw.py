@@ -15,11 +15,11 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..data.benchmarks import lfw_image_path, read_bin, read_lfw_pairs
 from ..embeddings import embed_images
 from ..io import atomic_path, read_rgb
 from ..models.iresnet import BackboneSpec
 from ..progress import progress
-from .benchmarks import lfw_image_path, read_bin, read_lfw_pairs
 from .tables import write_table
 from .verification import verification_metrics
 

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
-from ..autoencoder import load_decoder
 from ..contexts import l2_normalize
+from ..data.benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
 from ..embeddings import EmbeddingSettings, embed_images
-from ..generation import SamplerSettings, generate, latent_shape_of, load_generator
-from ..io import atomic_path, load_matrix, read_rgb
-from ..models.vq import VQConfig
+from ..generation import GeneratorSpec, SamplerSettings
+from ..io import atomic_path, load_matrix, read_rgb, write_image_grid
 from ..runtime import derive_seed
 from ..sampling import image_seed
-from .benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
-from .plots import save_image_grid, score_histograms
+from .plots import score_histograms
 from .separability import eer_stats
 from .tables import write_table
 
@@ -114,64 +113,78 @@ def score_statistics(scores: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def lfw_context_experiment(lfw_embeddings_npz: str | os.PathLike, lfw_images: str | os.PathLike,
-                           pairs_txt: str | os.PathLike, generator_ckpt: str | os.PathLike,
-                           unet_config: Mapping[str, Any], decoder_path: str | os.PathLike, vq_config: VQConfig,
-                           backbone_path: str | os.PathLike, image_size: int, generator: str,
-                           settings: LfwContextSettings, out_csv: str | os.PathLike,
-                           out_scores_npz: str | os.PathLike, out_histogram: str | os.PathLike,
-                           out_grid: str | os.PathLike, device: str) -> pd.DataFrame:
-    """Generate variations of every pair image's identity, score the three distributions, write
-    the statistics CSV, the score arrays (.npz), a histogram and a grid (real image | variations)."""
-    pairs = select_pairs(read_lfw_pairs(pairs_txt)[0], settings.pairs_per_class, settings.seed)
+@dataclass(frozen=True)
+class LfwFiles:
+    """The benchmark as the experiment reads it: the images' identity embeddings, the images, pairs.txt."""
+
+    embeddings: Path
+    images: Path
+    pairs: Path
+
+
+@dataclass(frozen=True)
+class LfwContextOutputs:
+    """The experiment's files: statistics CSV, score arrays (.npz), score histogram, variations grid."""
+
+    table: Path
+    scores: Path
+    histogram: Path
+    grid: Path
+
+
+def lfw_context_experiment(lfw: LfwFiles, generator: GeneratorSpec, backbone: str | os.PathLike, name: str,
+                           settings: LfwContextSettings, outputs: LfwContextOutputs, device: str) -> pd.DataFrame:
+    """Generate variations of every pair image's identity with generator `name`, score the three
+    distributions, and write the statistics, the scores, a histogram and a grid (real image | variations)."""
+    pairs = select_pairs(read_lfw_pairs(lfw.pairs)[0], settings.pairs_per_class, settings.seed)
     keys: dict[str, int] = {}
     first, second = [], []
     for pair in pairs:
-        for side, name, idx in ((first, pair.name1, pair.idx1), (second, pair.name2, pair.idx2)):
-            side.append(keys.setdefault(image_key(name, idx), len(keys)))
+        for side, person, idx in ((first, pair.name1, pair.idx1), (second, pair.name2, pair.idx2)):
+            side.append(keys.setdefault(image_key(person, idx), len(keys)))
     first, second = np.array(first), np.array(second)
     issame = np.array([p.issame for p in pairs], dtype=bool)
+    real = _embeddings_of(lfw, list(keys))
 
-    names, matrix, _ = load_matrix(lfw_embeddings_npz)
-    row_of = {n: i for i, n in enumerate(names)}
-    missing = [k for k in keys if k not in row_of]
-    if missing:
-        raise ValueError(f"{lfw_embeddings_npz} lacks the embeddings of {len(missing)} pair image(s), e.g. "
-                         f"{missing[:3]}: was it extracted from the same LFW folder as {pairs_txt}?")
-    real = l2_normalize(matrix[[row_of[k] for k in keys]])
-
-    unet, schedule = load_generator(generator_ckpt, unet_config, device)
-    if not unet.is_context_conditional:
-        raise ValueError(f"{generator_ckpt}: the LFW-context experiment needs a context-CONDITIONAL generator")
+    pipeline = generator.load(device)
+    if not pipeline.is_conditional:
+        raise ValueError(f"{generator.checkpoint}: the LFW-context experiment needs a context-CONDITIONAL generator")
     v = settings.variations_per_image
     seeds = [image_seed(settings.seed, key, j) for key in keys for j in range(v)]
-    contexts = torch.from_numpy(real).repeat_interleave(v, dim=0)
-    images = generate(unet, schedule, load_decoder(decoder_path, vq_config), contexts, seeds,
-                      latent_shape_of(vq_config, image_size), settings.sampler, device)
+    images = pipeline(torch.from_numpy(real).repeat_interleave(v, dim=0), seeds, settings.sampler)
     embedder = settings.embedder
-    model = embedder.backbone.load(backbone_path)
-    variations = embed_images(model.to(device), images, embedder.batch_size, device, embedder.flip_sum)
-    variations = variations.reshape(len(keys), v, -1)
+    model = embedder.backbone.load(backbone).to(device)
+    variations = embed_images(model, images, embedder.batch_size, device, embedder.flip_sum).reshape(len(keys), v, -1)
 
     scores = pair_scores(real, variations, first, second, issame)
     stats = score_statistics(scores)
-    stats.insert(0, "generator", generator)
-    stats.insert(1, "pairs", issame.size)
-    stats.insert(2, "images", len(keys))
-    stats.insert(3, "variations_per_image", v)
-    write_table(stats, out_csv)
-    with atomic_path(out_scores_npz) as tmp, open(tmp, "wb") as fh:
+    for column, (key, value) in enumerate({"generator": name, "pairs": issame.size, "images": len(keys),
+                                           "variations_per_image": v}.items()):
+        stats.insert(column, key, value)
+    write_table(stats, outputs.table)
+    with atomic_path(outputs.scores) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, first=first, second=second, issame=issame, **scores)
-    score_histograms({name.replace("_", "-"): {label: scores[f"{name}_{label}"] for label in ("genuine", "impostor")
-                                               if f"{name}_{label}" in scores} for name in COMPARISONS},
-                     out_histogram, f"LFW identities as contexts of {generator}", bins=50)
+    score_histograms({c.replace("_", "-"): {label: scores[f"{c}_{label}"] for label in ("genuine", "impostor")
+                                            if f"{c}_{label}" in scores} for c in COMPARISONS},
+                     outputs.histogram, f"LFW identities as contexts of {name}", bins=50)
     shown = list(keys)[:settings.grid_rows]
-    save_image_grid([[read_rgb(lfw_image_path(lfw_images, *_split_key(k)))] + list(images[i * v:(i + 1) * v])
-                     for i, k in enumerate(shown)], out_grid)
+    write_image_grid([[read_rgb(lfw_image_path(lfw.images, *_split_key(k)))] + list(images[i * v:(i + 1) * v])
+                     for i, k in enumerate(shown)], outputs.grid)
     for row in stats.itertuples():
-        print(f"[lfw-contexts] {generator} {row.comparison}: genuine {row.genuine_mean:.3f} +- {row.genuine_std:.3f}"
+        print(f"[lfw-contexts] {name} {row.comparison}: genuine {row.genuine_mean:.3f} +- {row.genuine_std:.3f}"
               f", impostor {row.impostor_mean:.3f} +- {row.impostor_std:.3f}, EER {row.eer:.4f}")
     return stats
+
+
+def _embeddings_of(lfw: LfwFiles, keys: list[str]) -> np.ndarray:
+    """The unit embeddings of the named pair images, in `keys` order."""
+    names, matrix, _ = load_matrix(lfw.embeddings)
+    row_of = {n: i for i, n in enumerate(names)}
+    missing = [k for k in keys if k not in row_of]
+    if missing:
+        raise ValueError(f"{lfw.embeddings} lacks the embeddings of {len(missing)} pair image(s), e.g. "
+                         f"{missing[:3]}: was it extracted from the same LFW folder as {lfw.pairs}?")
+    return l2_normalize(matrix[[row_of[k] for k in keys]])
 
 
 def _split_key(key: str) -> tuple[str, int]:

@@ -1,5 +1,5 @@
 """Figures of the evaluation and the report: score distributions (genuine vs impostor, or any named
-sets), ROC curves, training curves and image grids. Rendered with matplotlib's Agg backend (no
+sets), ROC curves and training curves. Rendered with matplotlib's Agg backend (no
 display), written atomically; the format follows the file suffix (.png, .pdf, .svg)."""
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from typing import Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import cv2  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from idiff_core.io import atomic_path, write_png  # noqa: E402
+from idiff_core.io import atomic_path  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
@@ -88,27 +87,6 @@ def roc_curve_plot(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: st
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     _save(fig, path)
-
-
-def save_image_grid(rows: Sequence[Sequence[np.ndarray]], path: str | os.PathLike, padding: int = 2) -> None:
-    """Tile uint8 HxWx3 images into a PNG/JPEG grid, one list per row (short rows padded black).
-
-    Every image is resized (area interpolation) to the first one's size, so real photos and
-    generated or aligned faces of other sizes can share a grid.
-    """
-    rows = [list(r) for r in rows if len(r)]
-    if not rows:
-        raise ValueError(f"no images to put in the grid {path}")
-    height, width = rows[0][0].shape[:2]
-    columns = max(len(r) for r in rows)
-    grid = np.zeros((len(rows) * (height + padding) + padding, columns * (width + padding) + padding, 3), np.uint8)
-    for i, row in enumerate(rows):
-        for j, image in enumerate(row):
-            if image.shape[:2] != (height, width):
-                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-            top, left = padding + i * (height + padding), padding + j * (width + padding)
-            grid[top:top + height, left:left + width] = image
-    write_png(path, grid)
 
 
 def training_curves(table: pd.DataFrame, x: str, path: str | os.PathLike, title: str,

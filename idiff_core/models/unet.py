@@ -8,6 +8,7 @@ follow the original), for the three condition variants: cross-attention (`CA`), 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -203,84 +204,104 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
+@dataclass(frozen=True)
+class UNetConfig:
+    """The released IDiff-Face `unet` config. `norm_groups` (the original: 32) does not change the
+    weights' names or shapes; a narrow model needs fewer groups than channels, since a group of one
+    channel (an instance norm) erases each channel's spatial mean, the latent's brightness and colour."""
+
+    input_channels: int
+    initial_channels: int
+    channel_multipliers: Sequence[int]
+    is_attention: Sequence[bool]
+    attention_heads: int
+    attention_head_channels: int
+    n_blocks_per_resolution: int
+    context_input_channels: int
+    context_channels: int
+    condition_type: str
+    is_context_conditional: bool
+    context_dropout_probability: float
+    n_context_classes: int = 0
+    learn_empty_context: bool = False
+    norm_groups: int = 32
+
+    def __post_init__(self) -> None:
+        if self.condition_type not in CONDITION_TYPES:
+            raise ValueError(f"condition_type must be one of {CONDITION_TYPES}, got {self.condition_type!r}")
+        if len(self.channel_multipliers) != len(self.is_attention):
+            raise ValueError(f"channel_multipliers {list(self.channel_multipliers)} and is_attention "
+                             f"{list(self.is_attention)} must have the same length")
+        if self.n_context_classes or self.learn_empty_context:
+            raise ValueError("n_context_classes > 0 and learn_empty_context=True are not supported "
+                             "(IDiff-Face uses 0 / False)")
+        if not 0.0 <= self.context_dropout_probability < 1.0:
+            raise ValueError(f"context_dropout_probability must be in [0, 1), got {self.context_dropout_probability}")
+
+
 class UNet(nn.Module):
     """eps-prediction UNet; `forward(x, t, context=None, dropout_mask=None)` returns a tensor like x.
 
     `context` is the raw (B, context_input_channels) identity embedding; `None` means the empty
     context for every sample. `dropout_mask` (B bools) replaces the marked rows by the empty context.
     CPD (`context_dropout_probability`) is element-wise dropout on the projected context, active only
-    in training mode. `norm_groups` (the original: 32) does not change the weights' names or shapes; a
-    narrow model needs fewer groups than channels, since a group of one channel (an instance norm)
-    erases each channel's spatial mean, the global brightness and colour of the latent.
+    in training mode.
     """
 
-    def __init__(self, input_channels: int, initial_channels: int, channel_multipliers: Sequence[int],
-                 is_attention: Sequence[bool], attention_heads: int, attention_head_channels: int,
-                 n_blocks_per_resolution: int, context_input_channels: int, context_channels: int,
-                 condition_type: str, is_context_conditional: bool, context_dropout_probability: float,
-                 n_context_classes: int = 0, learn_empty_context: bool = False, norm_groups: int = 32):
+    def __init__(self, config: UNetConfig):
         super().__init__()
-        if condition_type not in CONDITION_TYPES:
-            raise ValueError(f"condition_type must be one of {CONDITION_TYPES}, got {condition_type!r}")
-        if len(channel_multipliers) != len(is_attention):
-            raise ValueError(f"channel_multipliers {list(channel_multipliers)} and is_attention "
-                             f"{list(is_attention)} must have the same length")
-        if n_context_classes or learn_empty_context:
-            raise ValueError("n_context_classes > 0 and learn_empty_context=True are not supported "
-                             "(IDiff-Face uses 0 / False)")
-        if not 0.0 <= context_dropout_probability < 1.0:
-            raise ValueError(f"context_dropout_probability must be in [0, 1), got {context_dropout_probability}")
-        self.is_context_conditional = bool(is_context_conditional)
-        self.context_channels = context_channels
-        time_channels = 4 * initial_channels
-        block_context = context_channels if is_context_conditional and condition_type == "AdaGN" else None
-        use_cross_attention = is_context_conditional and condition_type == "CA"
+        self.config = c = config
+        self.is_context_conditional = bool(c.is_context_conditional)
+        self.context_channels = c.context_channels
+        time_channels = 4 * c.initial_channels
+        block_context = c.context_channels if c.is_context_conditional and c.condition_type == "AdaGN" else None
+        use_cross_attention = c.is_context_conditional and c.condition_type == "CA"
 
         def attention(channels: int) -> nn.Module:
             if use_cross_attention:
-                return CrossAttentionBlock(channels, attention_heads, attention_head_channels, context_channels,
-                                           norm_groups)
-            return SelfAttentionBlock(channels, attention_heads, attention_head_channels, norm_groups)
+                return CrossAttentionBlock(channels, c.attention_heads, c.attention_head_channels,
+                                           c.context_channels, c.norm_groups)
+            return SelfAttentionBlock(channels, c.attention_heads, c.attention_head_channels, c.norm_groups)
+
+        def residual(c_in: int, c_out: int) -> ResidualBlock:
+            return ResidualBlock(c_in, c_out, time_channels, block_context, c.norm_groups)
 
         def block(c_in: int, c_out: int, with_attention: bool) -> ResAttnBlock:
-            return ResAttnBlock(ResidualBlock(c_in, c_out, time_channels, block_context, norm_groups),
-                                attention(c_out) if with_attention else None)
+            return ResAttnBlock(residual(c_in, c_out), attention(c_out) if with_attention else None)
 
-        widths = [initial_channels]
-        for mult in channel_multipliers:
+        widths = [c.initial_channels]
+        for mult in c.channel_multipliers:
             widths.append(widths[-1] * mult)  # multipliers are cumulative
-        levels = len(channel_multipliers)
+        levels = len(c.channel_multipliers)
 
-        self.image_proj = nn.Conv2d(input_channels, initial_channels, 3, padding=1)
-        self.time_emb = TimeEmbedding(initial_channels, time_channels)
-        if is_context_conditional:
-            self.context_emb = nn.Linear(context_input_channels, context_channels)
-            self.context_dropout = nn.Dropout(context_dropout_probability)
+        self.image_proj = nn.Conv2d(c.input_channels, c.initial_channels, 3, padding=1)
+        self.time_emb = TimeEmbedding(c.initial_channels, time_channels)
+        if c.is_context_conditional:
+            self.context_emb = nn.Linear(c.context_input_channels, c.context_channels)
+            self.context_dropout = nn.Dropout(c.context_dropout_probability)
 
         down: list[nn.Module] = []
         for i in range(levels):
-            for j in range(n_blocks_per_resolution):
-                down.append(block(widths[i] if j == 0 else widths[i + 1], widths[i + 1], is_attention[i]))
+            for j in range(c.n_blocks_per_resolution):
+                down.append(block(widths[i] if j == 0 else widths[i + 1], widths[i + 1], c.is_attention[i]))
             if i < levels - 1:
                 down.append(Downsample(widths[i + 1]))
         self.down = nn.ModuleList(down)
 
         bottom = widths[-1]
-        self.middle = MiddleBlock(ResidualBlock(bottom, bottom, time_channels, block_context, norm_groups),
-                                  attention(bottom),
-                                  ResidualBlock(bottom, bottom, time_channels, block_context, norm_groups))
+        self.middle = MiddleBlock(residual(bottom, bottom), attention(bottom), residual(bottom, bottom))
 
         up: list[nn.Module] = []
         for i in reversed(range(levels)):
-            for _ in range(n_blocks_per_resolution):
-                up.append(block(2 * widths[i + 1], widths[i + 1], is_attention[i]))
-            up.append(block(widths[i + 1] + widths[i], widths[i], is_attention[i]))
+            for _ in range(c.n_blocks_per_resolution):
+                up.append(block(2 * widths[i + 1], widths[i + 1], c.is_attention[i]))
+            up.append(block(widths[i + 1] + widths[i], widths[i], c.is_attention[i]))
             if i > 0:
                 up.append(Upsample(widths[i]))
         self.up = nn.ModuleList(up)
 
-        self.norm = _group_norm(initial_channels, norm_groups)
-        self.final = _zero_(nn.Conv2d(initial_channels, input_channels, 3, padding=1))
+        self.norm = _group_norm(c.initial_channels, c.norm_groups)
+        self.final = _zero_(nn.Conv2d(c.initial_channels, c.input_channels, 3, padding=1))
 
     def embed_context(self, context: torch.Tensor | None, batch_size: int,
                       dropout_mask: torch.Tensor | None = None) -> torch.Tensor | None:

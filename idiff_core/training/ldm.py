@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import shutil
@@ -37,9 +36,8 @@ from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
 from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
-from ..evaluation.plots import save_image_grid
-from ..io import atomic_path, load_matrix
-from ..models.unet import UNet
+from ..io import atomic_path, load_matrix, write_image_grid
+from ..models.unet import UNet, UNetConfig
 from ..models.vq import VQConfig
 from ..progress import progress
 from ..resume import StateFolder, file_key
@@ -92,10 +90,10 @@ class LdmTrainingSettings:
 
 @dataclasses.dataclass(frozen=True)
 class LdmSettings:
-    """UNet constructor arguments (original names), the autoencoder's model config (to load the
-    decoder file for previews), the diffusion process and the training settings."""
+    """The UNet (the released config's names), the autoencoder's model config (to load the decoder
+    file for previews), the diffusion process and the training settings."""
 
-    unet: dict[str, Any]
+    unet: UNetConfig
     autoencoder: VQConfig
     diffusion: DiffusionSettings
     training: LdmTrainingSettings
@@ -220,12 +218,12 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 class _Trainer:
     """The state a training process updates each step, and the step itself."""
 
-    def __init__(self, unet_config: Mapping[str, Any], schedule: DiffusionSchedule, *, learning_rate: float,
+    def __init__(self, unet_config: UNetConfig, schedule: DiffusionSchedule, *, learning_rate: float,
                  lr_cycle_steps: int, lr_cycle_mult: int, ema_power: float, ema_cap: float, precision: str,
                  init_seed: int, device: torch.device, world: int):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(init_seed)
-            self.model = UNet(**unet_config)
+            self.model = UNet(unet_config)
         self.model.to(device).train()
         self.ema = make_ema(self.model)
         self.schedule = schedule.to(device)
@@ -294,7 +292,7 @@ def _make_schedule(diffusion: DiffusionSettings) -> DiffusionSchedule:
     return DiffusionSchedule.create(diffusion.timesteps, diffusion.schedule)
 
 
-def measure_ldm_throughput(unet_config: Mapping[str, Any], batch_size: int, steps: int,
+def measure_ldm_throughput(unet_config: UNetConfig, batch_size: int, steps: int,
                            device: str | torch.device, precision: str = "fp32",
                            latent_size: int = 32) -> dict[str, Any]:
     """Latents/s of the trainer's real optimizer step (loss, backward, Adam, lr schedule, EMA),
@@ -307,10 +305,10 @@ def measure_ldm_throughput(unet_config: Mapping[str, Any], batch_size: int, step
                        lr_cycle_steps=10_000, lr_cycle_mult=2, ema_power=0.75, ema_cap=0.9999,
                        precision=precision, init_seed=0, device=device, world=1)
     gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(batch_size, unet_config["input_channels"], latent_size, latent_size, generator=gen).to(device)
+    x0 = torch.randn(batch_size, unet_config.input_channels, latent_size, latent_size, generator=gen).to(device)
     context = None
-    if unet_config["is_context_conditional"]:
-        context = nn.functional.normalize(torch.randn(batch_size, unet_config["context_input_channels"],
+    if unet_config.is_context_conditional:
+        context = nn.functional.normalize(torch.randn(batch_size, unet_config.context_input_channels,
                                                       generator=gen), dim=1).to(device)
 
     def one_step(step: int) -> None:
@@ -378,14 +376,14 @@ class _Preview:
         latents = sample(make_eps_fn(ema, self.contexts), self.x_T, schedule, method="ddim",
                          steps=self.sampling_steps, eta=0.0, x0_range=self.x0_range)
         images = list(decode_latents(self.decoder, latents, batch_size=len(latents), device=self.device))
-        save_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
+        write_image_grid([images[i:i + 8] for i in range(0, len(images), 8)], path)
 
 
 def _state_key(settings: LdmSettings, data_key: str, contexts_key: str) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed by these settings and data (the latents' key and
     the embeddings file's digest, which a retrained embedder changes)."""
     tr = settings.training
-    return {"unet": json.dumps(settings.unet, sort_keys=True), "diffusion": dataclasses.asdict(settings.diffusion),
+    return {"unet": dataclasses.asdict(settings.unet), "diffusion": dataclasses.asdict(settings.diffusion),
             "data": data_key, "contexts": contexts_key, "seed": tr.seed, "global_batch_size": tr.global_batch_size,
             "random_flip": tr.random_flip, "context_drop_probability": tr.context_drop_probability,
             # the lr schedule's state (base lr, cycle) is restored from the checkpoint, so a change
@@ -468,7 +466,7 @@ def _train(image_dir: Path, embeddings_npz: str | os.PathLike | None, latents_pa
            outputs: LdmOutputs, state_dir: Path, settings: LdmSettings, procs: ProcessGroup) -> dict[str, Any]:
     tr = settings.training
     _check_settings(tr, procs.world_size)
-    conditional = bool(settings.unet["is_context_conditional"])
+    conditional = settings.unet.is_context_conditional
     if conditional and embeddings_npz is None:
         raise ValueError("the UNet is context-conditional (is_context_conditional: true) but no embeddings "
                          "file was given; pass the training embeddings or train an unconditional UNet")
