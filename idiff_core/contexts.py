@@ -2,8 +2,9 @@
 
 Three kinds (spec section 6): `synthetic_uniform` (Gaussian vectors, L2-normalised: uniform on the
 sphere), `two_stage` (faces from the unconditional LDM, embedded by the same FR model) and `real`
-(a subset of real embeddings, e.g. FFHQ's or LFW's). Each set is one non-pickle `.npz` with ids,
-the float32 matrix, and its seed and source recorded.
+(a subset of real embeddings, e.g. FFHQ's or LFW's); and `file`, a set IDiff-Face released (or any
+vector file `data.released` reads). Each set is one non-pickle `.npz` with ids, the float32 matrix,
+and its seed and source recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .data.released import read_vectors
 from .embeddings import EmbeddingSettings, embed_images
 from .evaluation import separability
 from .generation import GeneratorSpec, SamplerSettings
@@ -80,21 +82,35 @@ def two_stage_contexts(source: TwoStageSource, count: int, seed: int, device: st
     return l2_normalize(embed_images(model, images, embedder.batch_size, device, flip_sum=embedder.flip_sum))
 
 
+def released_contexts(vectors_file: str | os.PathLike, count: int, dim: int) -> tuple[list[str], np.ndarray]:
+    """The first `count` vectors of a released file (`data.released`), in its order, L2-normalised."""
+    names, matrix = read_vectors(vectors_file)
+    if matrix.shape[1] != dim:
+        raise ValueError(f"{vectors_file} holds {matrix.shape[1]}-d vectors; the context set's dim is {dim}")
+    if count > len(names):
+        raise ValueError(f"{count} contexts requested but {vectors_file} holds only {len(names)} vectors")
+    return names[:count], l2_normalize(matrix[:count])
+
+
 def make_contexts(settings: ContextSettings, out_npz: str | os.PathLike, *,
-                  embeddings: str | os.PathLike | None = None, two_stage: TwoStageSource | None = None,
+                  vectors: str | os.PathLike | None = None, two_stage: TwoStageSource | None = None,
                   device: str = "cpu") -> None:
-    """Write one context set of `settings.kind`; `real` reads `embeddings`, `two_stage` needs `two_stage`."""
+    """Write one context set of `settings.kind`: `real` and `file` read `vectors` (the project's
+    embeddings, a released vector file), `two_stage` samples and embeds with `two_stage`."""
     names = None
     if settings.kind == "synthetic_uniform":
         matrix, source = uniform_contexts(settings.count, settings.dim, settings.seed), "N(0, I), L2-normalised"
-    elif settings.kind == "real" and embeddings is not None:
-        names, matrix = real_contexts(embeddings, settings.count, settings.seed)
-        source = f"real embeddings {embeddings}"
+    elif settings.kind == "real" and vectors is not None:
+        names, matrix = real_contexts(vectors, settings.count, settings.seed)
+        source = f"real embeddings {vectors}"
+    elif settings.kind == "file" and vectors is not None:
+        names, matrix = released_contexts(vectors, settings.count, settings.dim)
+        source = f"released vectors {vectors}"
     elif settings.kind == "two_stage" and two_stage is not None:
         matrix = two_stage_contexts(two_stage, settings.count, settings.seed, device)
         source = f"two-stage: {two_stage.generator.checkpoint} embedded by {two_stage.backbone}"
     else:
-        needs = {"real": "embeddings", "two_stage": "two_stage"}.get(settings.kind)
+        needs = {"real": "vectors", "file": "vectors", "two_stage": "two_stage"}.get(settings.kind)
         raise ValueError(f"unknown context kind {settings.kind!r}" if needs is None
                          else f"{settings.kind} contexts need `{needs}`")
     write_contexts(out_npz, matrix, settings, source, names)

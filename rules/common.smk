@@ -58,7 +58,9 @@ def context_inputs(w):
                 "decoder": "results/autoencoder/first_stage_decoder_state_dict.pt",
                 "backbone": "results/embedder/backbone.pt"}
     if spec["kind"] == "real":
-        return {"embeddings": f"results/embeddings/{spec['source']}.npz"}
+        return {"vectors": f"results/embeddings/{spec['source']}.npz"}
+    if spec["kind"] == "file":
+        return {"vectors": spec["file"]}
     return {}
 
 

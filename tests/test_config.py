@@ -71,6 +71,14 @@ def test_paper_scale_requires_the_elasticface_path():
     assert "embedder.weights" in problems_of(config)
 
 
+def test_a_file_context_set_requires_its_file():
+    config = default_config()
+    config["contexts"]["uniform"]["kind"] = "file"
+    assert "config key 'contexts.uniform.file' must be of type string, got None" in problems_of(config)
+    del config["contexts"]["uniform"]["file"]
+    assert "'contexts.uniform' is missing 'file'" in problems_of(config)
+
+
 def test_dangling_references_are_reported():
     config = default_config()
     config["experiments"][0]["dataset"] = "nope"

@@ -181,12 +181,27 @@ def test_make_contexts_writes_each_kind_with_its_seed_and_source(tmp_path):
 
     save_matrix(tmp_path / "e.npz", [f"img{i}" for i in range(20)], np.random.default_rng(0).normal(size=(20, 8)))
     real = ContextSettings(kind="real", count=4, seed=1, dim=8)
-    make_contexts(real, tmp_path / "r.npz", embeddings=tmp_path / "e.npz")
+    make_contexts(real, tmp_path / "r.npz", vectors=tmp_path / "e.npz")
     _, matrix, meta = load_matrix(tmp_path / "r.npz")
     names, chosen = real_contexts(tmp_path / "e.npz", 4, seed=1)
     assert meta["source_names"] == names and np.array_equal(matrix, chosen)
-    with pytest.raises(ValueError, match="real contexts need `embeddings`"):
+    with pytest.raises(ValueError, match="real contexts need `vectors`"):
         make_contexts(real, tmp_path / "x.npz")
+
+    released = {f"id_{i}": v for i, v in enumerate(np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32))}
+    torch.save(released, tmp_path / "random_synthetic_uniform_5000.npy")  # the release's form: a torch.save'd dict
+    make_contexts(ContextSettings(kind="file", count=4, seed=0, dim=8), tmp_path / "f.npz",
+                  vectors=tmp_path / "random_synthetic_uniform_5000.npy")
+    ids, matrix, meta = load_matrix(tmp_path / "f.npz")
+    first = np.stack(list(released.values())[:4])
+    assert ids == context_ids(4) and meta["source_names"] == ["id_0", "id_1", "id_2", "id_3"]  # the file's order
+    np.testing.assert_allclose(matrix, first / np.linalg.norm(first, axis=1, keepdims=True), rtol=1e-6)
+    with pytest.raises(ValueError, match="8-d vectors; the context set's dim is 16"):
+        make_contexts(ContextSettings(kind="file", count=4, seed=0, dim=16), tmp_path / "x.npz",
+                      vectors=tmp_path / "random_synthetic_uniform_5000.npy")
+    with pytest.raises(ValueError, match="holds only 6 vectors"):
+        make_contexts(ContextSettings(kind="file", count=7, seed=0, dim=8), tmp_path / "x.npz",
+                      vectors=tmp_path / "random_synthetic_uniform_5000.npy")
     with pytest.raises(ValueError, match="unknown context kind 'gaussian'"):
         make_contexts(ContextSettings(kind="gaussian", count=3, seed=0, dim=8), tmp_path / "x.npz")
 

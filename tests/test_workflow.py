@@ -70,6 +70,26 @@ def test_two_stage_contexts_ignore_a_guidance_scale(smoke_run, tmp_path):
         assert contexts["matrix"].shape == (3, 64)
 
 
+def test_a_released_context_file_becomes_a_context_set(tmp_path):
+    """Context kind `file`: IDiff-Face's released form (a torch.save'd name -> vector dict) is imported
+    in the file's order, with no job upstream of it."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    released = {f"{i:05d}_synthetic": rng.normal(size=64).astype(np.float32) for i in range(5)}
+    torch.save(released, tmp_path / "random_synthetic_uniform_5000.npy")
+    override = tmp_path / "released.yaml"
+    override.write_text(yaml.safe_dump({"contexts": {"released": {
+        "kind": "file", "count": 4, "dim": 64, "seed": 0, "generator": None, "source": None,
+        "file": str(tmp_path / "random_synthetic_uniform_5000.npy")}}}))
+    run = snakemake(tmp_path / "run", "results/contexts/released.npz", configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert set(re.findall(r"^(\w+)\s+\d+\s*$", run.stdout + run.stderr, flags=re.M)) == {"make_contexts", "total"}
+    with np.load(tmp_path / "run" / "results" / "contexts" / "released.npz") as contexts:
+        assert contexts["matrix"].shape == (4, 64)
+        assert json.loads(str(contexts["meta"]))["source_names"] == list(released)[:4]
+
+
 def test_generators_share_one_latents_file(tmp_path):
     """The training faces are encoded once: two generators' training jobs read one encode_latents output."""
     override = tmp_path / "second_generator.yaml"

@@ -1,4 +1,4 @@
-"""Rule make_contexts: one identity-context set (synthetic_uniform, two_stage or real)."""
+"""Rule make_contexts: one identity-context set (synthetic_uniform, two_stage, real or file)."""
 from pathlib import Path
 
 from idiff_core.contexts import ContextSettings, TwoStageSource, make_contexts
@@ -16,7 +16,7 @@ def stage(smk, settings, device):
             Path(smk.input.backbone), settings_from_dict(EmbeddingSettings, settings["embedder"], "embedder"),
             settings_from_dict(SamplerSettings, settings["sampler"], "sampling.sampler"))
     make_contexts(settings_from_dict(ContextSettings, settings["contexts"], "contexts"), smk.output.contexts,
-                  embeddings=smk.input.get("embeddings"), two_stage=two_stage, device=device)
+                  vectors=smk.input.get("vectors"), two_stage=two_stage, device=device)
 
 
 run_job(snakemake, stage)
