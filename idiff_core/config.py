@@ -86,6 +86,14 @@ def generator_model(config: Mapping[str, Any], generator: str) -> dict[str, Any]
             "image_size": image_size(config)}
 
 
+def generator_release(config: Mapping[str, Any], generator: str) -> dict[str, Any]:
+    """Where a published generator comes from (`generation.import_generator`): a released model folder
+    or checkpoint file, and which of the folder's weights (`ema` unless set; `step`: an EMA copy kept then)."""
+    gen = config["generators"][generator]
+    return {"source": gen["pretrained"], "weights": gen.get("pretrained_weights", "ema"),
+            "step": gen.get("pretrained_step")}
+
+
 def embedding_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """How identity embeddings are extracted (`embeddings.EmbeddingSettings`): the embedder and `extract`."""
     return {**config["embedder"]["model"], **config["embedder"]["extract"]}

@@ -8,6 +8,7 @@ generator seeded with it, so an image does not depend on what else is generated 
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,8 +18,10 @@ import torch
 
 from .autoencoder import codebook_range, decode_latents, load_decoder
 from .checkpoint import save_state
+from .data.released import read_released_generator, released_weights_file
 from .diffusion.samplers import draw_noise, make_eps_fn, sample
-from .diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
+from .diffusion.schedule import (DiffusionSchedule, DiffusionSettings, ddpm_checkpoint_state, load_ddpm_checkpoint,
+                                 split_ddpm_state, weight_problems)
 from .models.unet import UNet, UNetConfig
 from .models.vq import VQConfig, VQDecoder
 from .resume import file_key, settings_key
@@ -121,8 +124,48 @@ class LatentPipeline:
         return np.concatenate(images) if images else np.zeros((0, 0, 0, 3), dtype=np.uint8)
 
 
-def import_generator(checkpoint: str | os.PathLike, unet_config: UNetConfig, out_path: str | os.PathLike) -> None:
-    """Check a published checkpoint against the configured UNet (strict) and write it in the released layout."""
+def import_generator(source: str | os.PathLike, unet_config: UNetConfig, diffusion: DiffusionSettings,
+                     image_size: int, out_path: str | os.PathLike, *, weights: str = "ema",
+                     step: int | None = None) -> str:
+    """Check a published generator against the configured one and write it in the released DDPM layout;
+    returns the weight form it was found in.
+
+    `source` is a released model folder (its `.hydra/config.yaml` must agree with the configured UNet,
+    diffusion and image size, key by key; `weights` and `step` choose the checkpoint) or a checkpoint
+    file. Either holds the DDPM wrapper's state dict or a bare UNet's, possibly under `state_dict` or
+    with a `module.` / `_forward_module.` prefix; a bare UNet gets the configured schedule, and a
+    wrapper's own schedule must be that one.
+    """
+    source = Path(source)
+    if source.is_dir():
+        problems = read_released_generator(source).mismatches(unet_config, diffusion.timesteps, diffusion.schedule,
+                                                               image_size)
+        if problems:
+            raise ValueError(f"the released model {source} is not the configured generator; set these in ldm.unet, "
+                             f"the generator's unet or ldm.diffusion:\n  - " + "\n  - ".join(problems))
+        path = released_weights_file(source, weights, step)
+    elif weights != "ema" or step is not None:
+        raise ValueError(f"{source} is one file: the weights and step choose a file inside a released model folder")
+    else:
+        path = source
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds objects other than tensors and plain values, so it is not loaded (only "
+                         f"state dicts are read: {str(err).splitlines()[0][:200]})") from err
+    unet_weights, buffers, form = split_ddpm_state(state)
     unet = UNet(unet_config)
-    schedule = load_ddpm_checkpoint(checkpoint, unet)
+    problems = weight_problems(unet.state_dict(), unet_weights)
+    if problems:
+        raise ValueError(f"{path} looks like a {form} but does not fit the configured UNet: " + "; ".join(problems))
+    unet.load_state_dict(unet_weights, strict=True)
+    schedule = DiffusionSchedule.create(diffusion.timesteps, diffusion.schedule)
+    if buffers:
+        own = DiffusionSchedule.from_buffers(buffers)
+        pairs = zip(own.buffers().values(), schedule.buffers().values())
+        if own.n_steps != schedule.n_steps or not all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in pairs):
+            raise ValueError(f"{path}'s schedule buffers are not the configured {diffusion.schedule} schedule "
+                             f"with T={diffusion.timesteps}")
+        schedule = own
     save_state(out_path, ddpm_checkpoint_state(unet, schedule))
+    return form

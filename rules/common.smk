@@ -4,7 +4,7 @@ import re
 
 from idiff_core import __version__
 from idiff_core.config import (canonical_json, configured_name, embedding_settings, generator_ldm, generator_model,
-                               generator_unet, replicate_of, world_set_config)
+                               generator_release, generator_unet, image_size, replicate_of, world_set_config)
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"

@@ -57,14 +57,16 @@ rule train_ldm:
 
 
 rule import_generator:
-    """Check a published IDiff-Face EMA checkpoint against the configured UNet and keep a copy."""
+    """Check a published IDiff-Face generator (a released model folder or a checkpoint file) against the
+    configured one and keep its weights in the released DDPM layout."""
     output:
         ema="results/ldm/{generator}/ema.ckpt",
     wildcard_constraints:
         generator=names_regex(PUBLISHED_GENERATORS),
     params:
-        settings=lambda w: settings(unet=generator_unet(config, w.generator),
-                                    checkpoint=config["generators"][w.generator]["pretrained"]),
+        settings=lambda w: settings(release=generator_release(config, w.generator),
+                                    unet=generator_unet(config, w.generator), diffusion=config["ldm"]["diffusion"],
+                                    image_size=image_size(config)),
     log:
         "results/logs/import_generator/{generator}.log",
     benchmark:

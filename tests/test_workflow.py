@@ -90,6 +90,45 @@ def test_a_released_context_file_becomes_a_context_set(tmp_path):
         assert json.loads(str(contexts["meta"]))["source_names"] == list(released)[:4]
 
 
+def test_a_released_model_folder_is_imported_as_a_generator(tmp_path):
+    """`generators.<name>.pretrained` names a released model folder: rule import_generator checks its
+    .hydra/config.yaml against the configured generator and keeps the chosen weights, in the DDPM layout."""
+    import torch
+
+    from idiff_core.checkpoint import save_state
+    from idiff_core.config import generator_unet, image_size, load_config
+    from idiff_core.diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state, load_ddpm_checkpoint
+    from idiff_core.models.unet import UNet, UNetConfig
+
+    config = load_config(REPO / "config" / "config.yaml", [REPO / "config" / "smoke.yaml"])
+    unet = generator_unet(config, "ca_cpd25")
+    release = tmp_path / "released" / "unet_cond_ca_cpd25"
+    (release / ".hydra").mkdir(parents=True)
+    (release / ".hydra" / "config.yaml").write_text(yaml.safe_dump({
+        "constants": {"image_size": image_size(config), "input_channels": 3, "n_classes": 0},
+        "model": {**{k: v for k, v in unet.items() if k != "norm_groups"},
+                  "n_context_classes": "${constants.n_classes}"},
+        "diffusion": {"eps_model": "${model}", "T": config["ldm"]["diffusion"]["timesteps"],
+                      "schedule_type": config["ldm"]["diffusion"]["schedule"]}}))
+    schedule = DiffusionSchedule.create(config["ldm"]["diffusion"]["timesteps"], config["ldm"]["diffusion"]["schedule"])
+    torch.manual_seed(0)
+    for name in ("ema_averaged_model.ckpt", "model.ckpt"):
+        save_state(release / "checkpoints" / name, {f"module.{k}": v for k, v in ddpm_checkpoint_state(
+            UNet(UNetConfig(**{**unet, "norm_groups": 32})), schedule).items()})
+    override = tmp_path / "released.yaml"
+    override.write_text(yaml.safe_dump({
+        "ldm": {"unet": {"norm_groups": 32}},  # the released UNet's GroupNorm
+        "generators": {"released": {"pretrained": str(release), "pretrained_weights": "model", "unet": {},
+                                    "training": {}}}}))
+    run = snakemake(tmp_path / "run", "results/ldm/released/ema.ckpt", configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert set(re.findall(r"^(\w+)\s+\d+\s*$", run.stdout + run.stderr, flags=re.M)) == {"import_generator", "total"}
+    imported = UNet(UNetConfig(**{**unet, "norm_groups": 32}))
+    load_ddpm_checkpoint(tmp_path / "run" / "results" / "ldm" / "released" / "ema.ckpt", imported)
+    raw = torch.load(release / "checkpoints" / "model.ckpt", weights_only=True)
+    assert all(torch.equal(v, raw[f"module.eps_model.{k}"]) for k, v in imported.state_dict().items())
+
+
 def test_generators_share_one_latents_file(tmp_path):
     """The training faces are encoded once: two generators' training jobs read one encode_latents output."""
     override = tmp_path / "second_generator.yaml"

@@ -1,8 +1,17 @@
-"""Rule import_generator: a published IDiff-Face EMA checkpoint, checked against the configured UNet."""
+"""Rule import_generator: a published IDiff-Face generator, checked against the configured one."""
+from idiff_core.diffusion.schedule import DiffusionSettings
 from idiff_core.generation import import_generator
 from idiff_core.models.unet import UNetConfig
 from idiff_core.settings import settings_from_dict
 from idiff_core.workflow import run_job
 
-run_job(snakemake, lambda smk, settings, device: import_generator(
-    settings["checkpoint"], settings_from_dict(UNetConfig, settings["unet"], "generator unet"), smk.output.ema))
+
+def stage(smk, settings, device):
+    release = settings["release"]
+    form = import_generator(release["source"], settings_from_dict(UNetConfig, settings["unet"], "generator unet"),
+                            settings_from_dict(DiffusionSettings, settings["diffusion"], "ldm.diffusion"),
+                            settings["image_size"], smk.output.ema, weights=release["weights"], step=release["step"])
+    print(f"[import_generator] {release['source']}: {form}")
+
+
+run_job(snakemake, stage)

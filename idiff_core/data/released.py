@@ -1,4 +1,4 @@
-"""Identity vectors in the forms IDiff-Face released them, read without running any of the file's code.
+"""IDiff-Face's released files as they were published: identity vectors and generators.
 
 The original's context files (`samples/contexts/random_synthetic_uniform_5000.npy`, ...) and its
 training embeddings (`data/embeddings_elasticface_128.npy`) are `torch.save`d dicts, identity name ->
@@ -7,16 +7,26 @@ with a plain `torch.load`, i.e. unpickling. Here they go through torch's weights
 an allow-list of the NumPy pieces a float vector is rebuilt from, so a file that asks for anything
 else (a `__reduce__` that runs a command, say) is refused before any of it runs. Plain NumPy
 matrices (`.npy` without pickles) and the project's own `.npz` files are read as they are.
+
+A released generator is a folder: `.hydra/config.yaml`, the composed Hydra training config (the UNet's
+arguments under `diffusion.eps_model`, often as `${model}` and `${constants.*}` references; `diffusion.T`,
+`diffusion.schedule_type`; `constants.image_size`), and `checkpoints/` with `ema_averaged_model.ckpt`,
+`model.ckpt` and EMA copies kept at steps (`ema_averaged_model_<step>.ckpt`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from ..io import load_matrix
 
@@ -94,3 +104,104 @@ def _as_rows(matrix: np.ndarray, path: Path) -> np.ndarray:
         rows = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
         raise ReleasedFileError(f"{path}: {rows.size} vector(s) hold NaN or infinity, e.g. row {rows[0]}")
     return matrix.astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------ generators
+
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
+WEIGHT_FILES = {"ema": "ema_averaged_model.ckpt", "model": "model.ckpt"}
+_REFERENCE = re.compile(r"\$\{([^}]*)\}")
+ORIGINAL_NORM_GROUPS = 32  # the released UNet's GroupNorm; its config has no key for it
+
+
+@dataclass(frozen=True)
+class ReleasedGenerator:
+    """What a released model folder's `.hydra/config.yaml` (the composed training config) says."""
+
+    unet: dict[str, Any]  # `diffusion.eps_model`'s arguments, under the released names
+    timesteps: int  # diffusion.T
+    schedule: str  # diffusion.schedule_type
+    image_size: int  # constants.image_size: the side of the images the autoencoder encodes
+
+    def mismatches(self, unet: Any, timesteps: int, schedule: str, image_size: int) -> list[str]:
+        """How the configured generator differs from this release, key by key ("key: released, configured")."""
+        configured = dataclasses.asdict(unet)
+        released = {**self.unet, "norm_groups": self.unet.get("norm_groups", ORIGINAL_NORM_GROUPS)}
+        problems = [f"{key}: not a UNet argument here (released value {value!r})"
+                    for key, value in released.items() if key not in configured]
+        for key in configured:
+            mine, theirs = configured[key], released.get(key)
+            if key in released and _comparable(mine) != _comparable(theirs):
+                note = " (the original's GroupNorm)" if key == "norm_groups" and "norm_groups" not in self.unet else ""
+                problems.append(f"{key}: {theirs!r} released{note}, {mine!r} configured")
+        for key, theirs, mine in (("T", self.timesteps, timesteps), ("schedule_type", self.schedule, schedule),
+                                  ("image_size", self.image_size, image_size)):
+            if theirs != mine:
+                problems.append(f"{key}: {theirs!r} released, {mine!r} configured")
+        return problems
+
+
+def read_released_generator(folder: str | os.PathLike) -> ReleasedGenerator:
+    """The generator a released model folder describes, its `${...}` references to other keys resolved
+    (a resolver such as `${now:...}` in a key that is read is an error naming the key)."""
+    path = Path(folder) / HYDRA_CONFIG
+    if not path.is_file():
+        raise ReleasedFileError(f"{folder} is not a released model folder: it has no {HYDRA_CONFIG} (a released "
+                                f"model is <model>/.hydra/config.yaml + <model>/checkpoints/*.ckpt)")
+    config = yaml.safe_load(path.read_text())
+
+    def read(dotted: str) -> Any:
+        return _resolve(_lookup(config, dotted, path), config, path, dotted)
+
+    eps_model = read("diffusion.eps_model")
+    if not isinstance(eps_model, dict):
+        raise ReleasedFileError(f"{path}: diffusion.eps_model is {eps_model!r}, not the UNet's arguments")
+    return ReleasedGenerator(unet={k: v for k, v in eps_model.items() if k != "_target_"},
+                             timesteps=int(read("diffusion.T")), schedule=str(read("diffusion.schedule_type")),
+                             image_size=int(read("constants.image_size")))
+
+
+def released_weights_file(folder: str | os.PathLike, weights: str = "ema", step: int | None = None) -> Path:
+    """`checkpoints/ema_averaged_model.ckpt` (`ema`), `model.ckpt` (`model`, the raw weights) or the
+    EMA weights kept at `step` (`ema_averaged_model_<step>.ckpt`) of a released model folder."""
+    if weights not in WEIGHT_FILES:
+        raise ValueError(f"released weights are one of {sorted(WEIGHT_FILES)}, got {weights!r}")
+    if step is not None and weights != "ema":
+        raise ValueError("only the EMA weights are kept at earlier steps (ema_averaged_model_<step>.ckpt)")
+    checkpoints = Path(folder) / "checkpoints"
+    path = checkpoints / (WEIGHT_FILES[weights] if step is None else f"ema_averaged_model_{step}.ckpt")
+    if not path.is_file():
+        present = sorted(p.name for p in checkpoints.glob("*.ckpt")) if checkpoints.is_dir() else []
+        raise ReleasedFileError(f"{path} does not exist; {checkpoints} holds {present or 'no checkpoints'}")
+    return path
+
+
+def _lookup(config: Any, dotted: str, path: Path) -> Any:
+    node = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ReleasedFileError(f"{path} has no key '{dotted}'")
+        node = node[part]
+    return node
+
+
+def _resolve(value: Any, config: dict, path: Path, where: str, seen: tuple[str, ...] = ()) -> Any:
+    """`value` with every `${a.b}` reference replaced by the node it names (recursively)."""
+    if isinstance(value, dict):
+        return {k: _resolve(v, config, path, f"{where}.{k}", seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, config, path, f"{where}[{i}]", seen) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        match = _REFERENCE.fullmatch(value.strip())
+        reference = match.group(1).strip() if match else ""
+        if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", reference):
+            raise ReleasedFileError(f"{path}: '{where}' is {value!r}, which is not a reference to another key "
+                                    f"of the file and cannot be resolved here")
+        if reference in seen:
+            raise ReleasedFileError(f"{path}: '{where}' refers to itself through {' -> '.join(seen + (reference,))}")
+        return _resolve(_lookup(config, reference, path), config, path, reference, seen + (reference,))
+    return value
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value

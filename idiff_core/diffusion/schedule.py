@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +20,7 @@ SCHEDULE_KINDS = ("linear", "cosine", "cosine_warped")
 BUFFER_NAMES = ("betas", "alphas", "sigmas", "sqrt_alphas_inv", "alpha_bars", "sqrt_alpha_bars",
                 "sqrt_one_minus_alpha_bars", "one_minus_alphas_over_sqrt_one_minus_alpha_bars")
 EPS_MODEL_PREFIX = "eps_model."
+WRAPPER_PREFIXES = ("module.", "_forward_module.")  # DataParallel / DDP, and Lightning Lite's wrapper
 COSINE_OFFSET = 0.008
 
 EpsModel = Callable[..., torch.Tensor]
@@ -37,6 +38,14 @@ def _cosine_betas(n_steps: int, k: float, beta_min: float, beta_max: float) -> t
     betas = [min(max(1 - alpha_bar((i + 1) / n_steps) / alpha_bar(i / n_steps), beta_min), beta_max)
              for i in range(n_steps)]
     return torch.tensor(betas, dtype=torch.float64).float()
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusionSettings:
+    """The forward process: T = `timesteps` steps of the original's beta `schedule` (linear, cosine, ...)."""
+
+    timesteps: int
+    schedule: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +151,39 @@ def ddpm_checkpoint_state(unet: nn.Module, schedule: DiffusionSchedule) -> dict[
     return state
 
 
+def weight_problems(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[str]:
+    """Why `weights` do not load into a model whose state dict is `expected` (empty: they fit), with
+    the first keys of each kind of misfit."""
+    def head(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
+    return [f"{label}: {head(keys)}" for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                         ("shape mismatch", wrong_shape)) if keys]
+
+
+def split_ddpm_state(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
+    """(UNet weights, schedule buffers or None, the form's name) of a checkpoint in any form the
+    released code wrote: the DDPM wrapper (buffers + `eps_model.*`) or a bare UNet state dict, either
+    one under a `state_dict` key and/or with a `module.` / `_forward_module.` prefix on every key."""
+    form = []
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state, form = state["state_dict"], ["under 'state_dict'"]
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"expected a state dict of named tensors, got {type(state).__name__}")
+    for prefix in WRAPPER_PREFIXES:
+        if all(key.startswith(prefix) for key in state):
+            state, form = {key[len(prefix):]: value for key, value in state.items()}, form + [f"with '{prefix}' keys"]
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if any(key.startswith(EPS_MODEL_PREFIX) for key in tensors):
+        weights = {key[len(EPS_MODEL_PREFIX):]: v for key, v in tensors.items() if key.startswith(EPS_MODEL_PREFIX)}
+        buffers = {name: tensors[name] for name in BUFFER_NAMES if name in tensors}
+        return weights, buffers, " ".join(["DDPM wrapper (buffers + eps_model.*)"] + form)
+    return tensors, None, " ".join(["bare UNet state dict"] + form)
+
+
 def load_ddpm_checkpoint(path: str | os.PathLike, unet: nn.Module) -> DiffusionSchedule:
     """Load a `model.ckpt` / `ema_averaged_model.ckpt` into `unet` (strictly); return its schedule.
 
@@ -154,16 +196,10 @@ def load_ddpm_checkpoint(path: str | os.PathLike, unet: nn.Module) -> DiffusionS
     weights = {key[len(EPS_MODEL_PREFIX):]: value for key, value in state.items()
                if key.startswith(EPS_MODEL_PREFIX)}
     unexpected_top = sorted(k for k in state if not k.startswith(EPS_MODEL_PREFIX) and k not in BUFFER_NAMES)
-    expected = unet.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or unexpected or wrong_shape or unexpected_top:
-        def head(keys: list[str]) -> str:
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        problems = [f"{label}: {head(keys)}" for label, keys in
-                    (("missing eps_model keys", missing), ("unexpected eps_model keys", unexpected),
-                     ("shape mismatch", wrong_shape), ("unknown top-level keys", unexpected_top)) if keys]
+    problems = [f"eps_model {problem}" for problem in weight_problems(unet.state_dict(), weights)]
+    if unexpected_top:
+        problems.append(f"unknown top-level keys: {', '.join(unexpected_top[:5])}")
+    if problems:
         raise ValueError(f"checkpoint {path} does not fit this UNet config; " + "; ".join(problems))
     unet.load_state_dict(weights, strict=True)
     return DiffusionSchedule.from_buffers(state)

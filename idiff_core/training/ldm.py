@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..autoencoder import codebook_range, decode_latents, load_decoder
 from ..checkpoint import load_state, save_state
 from ..diffusion.samplers import make_eps_fn, sample
-from ..diffusion.schedule import DiffusionSchedule, ddpm_checkpoint_state
+from ..diffusion.schedule import DiffusionSchedule, DiffusionSettings, ddpm_checkpoint_state
 from ..distributed import ProcessGroup, process_group
 from ..io import atomic_path, load_matrix, write_image_grid
 from ..models.unet import UNet, UNetConfig
@@ -56,14 +56,6 @@ KEPT_DIR = "kept"
 
 # ------------------------------------------------------------------------------------------------
 # settings
-
-@dataclasses.dataclass(frozen=True)
-class DiffusionSettings:
-    """The forward process: T = `timesteps` steps of the original's beta `schedule` (linear, cosine, ...)."""
-
-    timesteps: int
-    schedule: str
-
 
 @dataclasses.dataclass(frozen=True)
 class LdmTrainingSettings:
