@@ -20,6 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .checkpoint import save_state
+from .data.released import read_vectors
 from .io import UnreadableImage, atomic_path, file_digests, list_images, read_rgb, save_matrix
 from .models.iresnet import BackboneSpec
 from .progress import progress, step_size
@@ -157,6 +158,37 @@ def extract_embeddings(image_dir: str | os.PathLike, backbone_path: str | os.Pat
                 backbone_sha256=file_digests(backbone_path).sha256, arch=settings.arch, num_features=settings.num_features,
                 base_width=settings.base_width, flip_sum=settings.flip_sum, input_size=settings.input_size,
                 image_dir=str(image_dir))
+
+
+def import_embeddings(vectors_file: str | os.PathLike, image_dir: str | os.PathLike, out_npz: str | os.PathLike,
+                      manifest_csv: str | os.PathLike, dim: int) -> None:
+    """Released embeddings of the training faces (IDiff-Face's `embeddings_elasticface_128.npy`) in the
+    place and form `extract_embeddings` writes: one L2-normalised row per image of `image_dir`, by name.
+
+    Every image needs its vector (a missing one means the file belongs to other images); vectors of
+    images not in the folder are left out and counted.
+    """
+    names, matrix = read_vectors(vectors_file)
+    if matrix.shape[1] != dim:
+        raise ValueError(f"{vectors_file} holds {matrix.shape[1]}-d vectors; the embedder's num_features is {dim}")
+    root = Path(image_dir)
+    paths = list_images(root)
+    images = image_names(root, paths)
+    row_of = {name: i for i, name in enumerate(names)}
+    missing = [name for name in images if name not in row_of]
+    if missing:
+        raise ValueError(f"{vectors_file} has no vector for {len(missing)} of the {len(images)} images in {root} "
+                         f"(e.g. {missing[:3]}; its names look like {names[:3]}): is it the file of these images?")
+    chosen = matrix[[row_of[name] for name in images]].astype(np.float64)
+    norms = np.linalg.norm(chosen, axis=1, keepdims=True)
+    if not norms.all():
+        raise ValueError(f"{vectors_file}: the vector of {images[int(np.argmin(norms))]} is all zeros")
+    write_manifest(manifest_csv, [(name, str(path), "ok", "") for name, path in zip(images, paths)])
+    save_matrix(out_npz, images, (chosen / norms).astype(np.float32),
+                source=str(vectors_file), source_sha256=file_digests(vectors_file).sha256, image_dir=str(image_dir),
+                left_out=len(names) - len(images))
+    print(f"[embeddings] {len(images)} released vectors of {vectors_file} for {root}; "
+          f"{len(names) - len(images)} of other images left out")
 
 
 def write_manifest(path: str | os.PathLike, rows: list[tuple[str, str, str, str]]) -> None:

@@ -47,6 +47,32 @@ else:
             "../workflow_scripts/import_embedder.py"
 
 
+RELEASED_EMBEDDINGS = config["embedder"]["training_embeddings"]
+
+
+if RELEASED_EMBEDDINGS:
+
+    rule import_embeddings:
+        """The training faces' embeddings from a released file (IDiff-Face's embeddings_elasticface_128.npy)."""
+        input:
+            images=EMBEDDED_IMAGES["ffhq"],
+            vectors=RELEASED_EMBEDDINGS,
+        output:
+            embeddings="results/embeddings/ffhq.npz",
+            manifest="results/embeddings/ffhq.csv",
+        params:
+            settings=settings(dim=config["embedder"]["model"]["num_features"]),
+        log:
+            "results/logs/import_embeddings.log",
+        benchmark:
+            "results/benchmarks/import_embeddings.tsv"
+        threads: 1
+        conda:
+            ENV
+        script:
+            "../workflow_scripts/import_embeddings.py"
+
+
 rule extract_embeddings:
     """One L2-normalised 512-d embedding per image (whole image resized to 112), in one .npz."""
     input:
@@ -56,7 +82,7 @@ rule extract_embeddings:
         embeddings="results/embeddings/{imageset}.npz",
         manifest="results/embeddings/{imageset}.csv",
     wildcard_constraints:
-        imageset="ffhq|lfw",
+        imageset="lfw" if RELEASED_EMBEDDINGS else "ffhq|lfw",
     params:
         settings=expensive(model=config["embedder"]["model"], extract=config["embedder"]["extract"]),
         device=config["device"],

@@ -1,4 +1,5 @@
-"""Vector files in the forms IDiff-Face released are read in their order, and never run their code."""
+"""Vector files in the forms IDiff-Face released are read in their order, and never run their code;
+released training embeddings stand in for extracted ones."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 import torch
 
 from idiff_core.data.released import ReleasedFileError, read_vectors
-from idiff_core.io import save_matrix
+from idiff_core.embeddings import import_embeddings
+from idiff_core.io import load_matrix, save_matrix, write_png
 
 
 def vectors(count: int = 5, dim: int = 8) -> dict[str, np.ndarray]:
@@ -90,3 +92,21 @@ def test_object_arrays_integer_matrices_and_other_files_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("not vectors\n")
     with pytest.raises(ReleasedFileError, match="not loaded"):
         read_vectors(tmp_path / "notes.txt")
+
+
+def test_released_training_embeddings_take_the_place_of_extracted_ones(tmp_path):
+    images = tmp_path / "ffhq"
+    for stem in ("00000", "00001", "00002"):
+        write_png(images / f"{stem}.png", np.zeros((8, 8, 3), np.uint8))
+    released = {f"{i:05d}": np.random.default_rng(i).normal(size=8).astype(np.float32) for i in (3, 2, 1, 0)}
+    torch.save(released, tmp_path / "embeddings_elasticface_128.npy")
+    released_file = tmp_path / "embeddings_elasticface_128.npy"
+    import_embeddings(released_file, images, tmp_path / "ffhq.npz", tmp_path / "ffhq.csv", 8)
+    names, matrix, meta = load_matrix(tmp_path / "ffhq.npz")
+    assert names == ["00000", "00001", "00002"] and meta["left_out"] == 1  # the folder's order; 00003 has no image
+    np.testing.assert_allclose(matrix[1], released["00001"] / np.linalg.norm(released["00001"]), rtol=1e-6)
+    with pytest.raises(ValueError, match="8-d vectors; the embedder's num_features is 16"):
+        import_embeddings(released_file, images, tmp_path / "x.npz", tmp_path / "x.csv", 16)
+    torch.save({f"{i:05d}.png": v for i, v in enumerate(released.values())}, tmp_path / "other_names.npy")
+    with pytest.raises(ValueError, match=r"no vector for 3 of the 3 images .* names look like \['00000.png'"):
+        import_embeddings(tmp_path / "other_names.npy", images, tmp_path / "x.npz", tmp_path / "x.csv", 8)

@@ -129,6 +129,30 @@ def test_a_released_model_folder_is_imported_as_a_generator(tmp_path):
     assert all(torch.equal(v, raw[f"module.eps_model.{k}"]) for k, v in imported.state_dict().items())
 
 
+def test_released_training_embeddings_replace_their_extraction(tmp_path):
+    """`embedder.training_embeddings`: rule import_embeddings writes results/embeddings/ffhq.npz from a
+    released file (names = the training faces' stems), and the LDM trains on it; LFW is still extracted."""
+    import torch
+
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    faces, dim = config["data"]["world"]["ffhq_identities"], 64
+    rng = np.random.default_rng(0)
+    torch.save({f"{i:05d}": rng.normal(size=dim).astype(np.float32) for i in range(faces)},
+               tmp_path / "embeddings_elasticface_128.npy")
+    override = tmp_path / "released.yaml"
+    released = str(tmp_path / "embeddings_elasticface_128.npy")
+    override.write_text(yaml.safe_dump({"embedder": {"training_embeddings": released}}))
+    plan = snakemake(tmp_path / "run", "-n", "results/ldm/ca_cpd25/ema.ckpt", "results/embeddings/lfw.npz",
+                     configfiles=(str(override),))
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    counts = job_counts(plan)
+    assert counts["import_embeddings"] == 1 and counts["extract_embeddings"] == 1 and counts["train_ldm"] == 1
+    run = snakemake(tmp_path / "run", "results/embeddings/ffhq.npz", configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with np.load(tmp_path / "run" / "results" / "embeddings" / "ffhq.npz") as embeddings:
+        assert embeddings["matrix"].shape == (faces, dim)
+
+
 def test_generators_share_one_latents_file(tmp_path):
     """The training faces are encoded once: two generators' training jobs read one encode_latents output."""
     override = tmp_path / "second_generator.yaml"
