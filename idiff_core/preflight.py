@@ -167,10 +167,15 @@ def _first_byte(path: Path) -> bytes:
         return fh.read(1)
 
 
-def generator_problems(generators: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    return [f"generators.{name}.pretrained: {spec['pretrained']} does not exist (a published IDiff-Face checkpoint)"
-            for name, spec in generators.items()
-            if spec["pretrained"] and not Path(spec["pretrained"]).expanduser().exists()]
+def released_file_problems(config: Mapping[str, Any]) -> list[str]:
+    """Released IDiff-Face files the config names that do not exist: generators, context files, the
+    training embeddings."""
+    named = {f"generators.{name}.pretrained": spec["pretrained"] for name, spec in config["generators"].items()}
+    named.update({f"contexts.{name}.file": spec.get("file") for name, spec in config["contexts"].items()
+                  if spec["kind"] == "file"})
+    named["embedder.training_embeddings"] = config["embedder"]["training_embeddings"]
+    return [f"{key}: {path} does not exist (a released IDiff-Face file; README, \"IDiff-Face's released files\")"
+            for key, path in named.items() if path and not Path(path).expanduser().exists()]
 
 
 def _checks(config: Mapping[str, Any]) -> list[tuple[str, Callable[[], list[str]]]]:
@@ -179,7 +184,7 @@ def _checks(config: Mapping[str, Any]) -> list[tuple[str, Callable[[], list[str]
               ("results/data/lfw/pairs.txt",
                lambda: lfw_problems(config["data"]["lfw"], config["evaluation"]["verification"]["n_folds"])),
               ("", lambda: benchmark_problems(config["data"]["benchmarks"])),
-              ("", lambda: generator_problems(config["generators"]))]
+              ("", lambda: released_file_problems(config))]
     if config["embedder"]["source"] == "pretrained":
         checks.append(("results/embedder/backbone.pt", lambda: embedder_problems(config["embedder"])))
     if config["autoencoder"]["source"] == "ldm":

@@ -122,6 +122,19 @@ def test_preflight_names_every_broken_input_in_one_message(paper_standins, tmp_p
     assert not (tree / "results").exists()  # nothing ran
 
 
+def test_preflight_names_missing_released_files(tmp_path):
+    config = {**_yaml("config.yaml"), "generators": {"released": {"pretrained": str(tmp_path / "unet_cond_ca_cpd25")}},
+              "contexts": {"uniform": {"kind": "synthetic_uniform"},
+                           "released": {"kind": "file", "file": str(tmp_path / "random_synthetic_uniform_5000.npy")}}}
+    config["embedder"] = {**config["embedder"], "training_embeddings": str(tmp_path / "embeddings_elasticface_128.npy")}
+    problems = preflight.released_file_problems(config)
+    assert [p.split(":")[0] for p in problems] == ["generators.released.pretrained", "contexts.released.file",
+                                                  "embedder.training_embeddings"]
+    (tmp_path / "unet_cond_ca_cpd25").mkdir()
+    (tmp_path / "embeddings_elasticface_128.npy").touch()
+    assert [p.split(":")[0] for p in preflight.released_file_problems(config)] == ["contexts.released.file"]
+
+
 def test_preflight_checks_weight_keys_and_the_evaluation_folds(tmp_path):
     layout = standins.elasticface_layout()
     torch.save(standins.random_weights(layout[:-1], seed=0), tmp_path / "weights.pth")  # one key short

@@ -72,6 +72,9 @@ def _is_npz(path: Path) -> bool:
 
 
 def _read_mapping(path: Path) -> tuple[list[str], np.ndarray]:
+    if not hasattr(torch.serialization, "safe_globals"):  # with NumPy's pickled names allowed: torch >= 2.6
+        raise ReleasedFileError(f"{path}: reading a torch.save'd vector file without running its code needs "
+                                f"torch >= 2.6 (this is {torch.__version__}); or save the vectors as an .npy matrix")
     try:
         with torch.serialization.safe_globals(_SAFE_NUMPY):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
