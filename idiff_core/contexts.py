@@ -18,10 +18,10 @@ import torch
 
 from .data.released import read_vectors
 from .embeddings import EmbeddingSettings, embed_images
-from .evaluation import separability
 from .generation import GeneratorSpec, SamplerSettings
 from .io import load_matrix, save_matrix
 from .runtime import derive_seed
+from .vectors import l2_normalize
 
 
 @dataclass(frozen=True)
@@ -37,17 +37,11 @@ def context_ids(count: int) -> list[str]:
     return [f"{i:05d}" for i in range(count)]
 
 
-def l2_normalize(matrix: np.ndarray) -> np.ndarray:
-    """Unit rows as float32 (the evaluation's normalisation), refusing a zero row: it names no identity."""
-    if not np.all(np.any(matrix != 0, axis=1)):
-        raise ValueError("a context vector has zero norm and cannot be normalised")
-    return separability.l2_normalize(matrix, np.float32)
-
-
 def uniform_contexts(count: int, dim: int, seed: int) -> np.ndarray:
     """`count` vectors drawn N(0, I) in `dim` dimensions and L2-normalised (uniform on the sphere)."""
     generator = torch.Generator().manual_seed(derive_seed(seed, "synthetic_uniform"))
-    return l2_normalize(torch.randn(count, dim, generator=generator, dtype=torch.float64).numpy())
+    return l2_normalize(torch.randn(count, dim, generator=generator, dtype=torch.float64).numpy(), np.float32,
+                        refuse_zero=True)
 
 
 def real_contexts(embeddings_npz: str | os.PathLike, count: int, seed: int) -> tuple[list[str], np.ndarray]:
@@ -57,7 +51,7 @@ def real_contexts(embeddings_npz: str | os.PathLike, count: int, seed: int) -> t
         raise ValueError(f"{count} real contexts requested but {embeddings_npz} holds only {len(names)} embeddings")
     rng = np.random.default_rng(derive_seed(seed, "real_contexts"))
     chosen = np.sort(rng.choice(len(names), size=count, replace=False))
-    return [names[i] for i in chosen], l2_normalize(matrix[chosen])
+    return [names[i] for i in chosen], l2_normalize(matrix[chosen], np.float32, refuse_zero=True)
 
 
 @dataclass(frozen=True)
@@ -79,7 +73,8 @@ def two_stage_contexts(source: TwoStageSource, count: int, seed: int, device: st
     images = pipeline(None, [derive_seed(seed, "two_stage", i) for i in range(count)], source.sampler)
     embedder = source.embedder
     model = embedder.backbone.load(source.backbone).to(device)
-    return l2_normalize(embed_images(model, images, embedder.batch_size, device, flip_sum=embedder.flip_sum))
+    embedded = embed_images(model, images, embedder.batch_size, device, flip_sum=embedder.flip_sum)
+    return l2_normalize(embedded, np.float32, refuse_zero=True)
 
 
 def released_contexts(vectors_file: str | os.PathLike, count: int, dim: int) -> tuple[list[str], np.ndarray]:
@@ -89,7 +84,7 @@ def released_contexts(vectors_file: str | os.PathLike, count: int, dim: int) -> 
         raise ValueError(f"{vectors_file} holds {matrix.shape[1]}-d vectors; the context set's dim is {dim}")
     if count > len(names):
         raise ValueError(f"{count} contexts requested but {vectors_file} holds only {len(names)} vectors")
-    return names[:count], l2_normalize(matrix[:count])
+    return names[:count], l2_normalize(matrix[:count], np.float32, refuse_zero=True)
 
 
 def make_contexts(settings: ContextSettings, out_npz: str | os.PathLike, *,

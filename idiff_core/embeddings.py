@@ -25,6 +25,7 @@ from .io import UnreadableImage, atomic_path, file_digests, list_images, read_rg
 from .models.iresnet import BackboneSpec
 from .progress import progress, step_size
 from .runtime import resolve_device, set_threads
+from .vectors import l2_normalize
 
 INPUT_SIZE = 112  # the published backbones' input side
 CPU_STEP = 8  # images per forward pass on the CPU: ~3 s for an iresnet100 on two cores
@@ -179,12 +180,9 @@ def import_embeddings(vectors_file: str | os.PathLike, image_dir: str | os.PathL
     if missing:
         raise ValueError(f"{vectors_file} has no vector for {len(missing)} of the {len(images)} images in {root} "
                          f"(e.g. {missing[:3]}; its names look like {names[:3]}): is it the file of these images?")
-    chosen = matrix[[row_of[name] for name in images]].astype(np.float64)
-    norms = np.linalg.norm(chosen, axis=1, keepdims=True)
-    if not norms.all():
-        raise ValueError(f"{vectors_file}: the vector of {images[int(np.argmin(norms))]} is all zeros")
+    unit = l2_normalize(matrix[[row_of[name] for name in images]], np.float32, refuse_zero=True)
     write_manifest(manifest_csv, [(name, str(path), "ok", "") for name, path in zip(images, paths)])
-    save_matrix(out_npz, images, (chosen / norms).astype(np.float32),
+    save_matrix(out_npz, images, unit,
                 source=str(vectors_file), source_sha256=file_digests(vectors_file).sha256, image_dir=str(image_dir),
                 left_out=len(names) - len(images))
     print(f"[embeddings] {len(images)} released vectors of {vectors_file} for {root}; "

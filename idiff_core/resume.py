@@ -3,8 +3,9 @@
 A stage names its state by a key: its settings and what its inputs hold. Model, matrix and context
 files count by their SHA-256, image folders by their images' names and sizes (hashing 70k faces
 would cost more than the resume saves; a retrained model rewrites every image, and changes their
-sizes). Alignment, which resumes image by image, keys each image by its SHA-256 (`file_key`). Modification times never count, so a results folder copied with a plain `cp -r` (as users
-do between scratch and project storage) resumes where it stopped, while new inputs start afresh.
+sizes). Alignment, which resumes image by image, keys each image by its SHA-256 (`file_key`).
+Modification times never count, so a results folder copied with a plain `cp -r` (as users do
+between scratch and project storage) resumes where it stopped, while new inputs start afresh.
 
 The state lives in `<root>/<key digest>/`; anything else in `root` is stale (the run of an earlier
 configuration) and is removed when a run starts, with a message naming what changed.

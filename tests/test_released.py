@@ -107,6 +107,9 @@ def test_released_training_embeddings_take_the_place_of_extracted_ones(tmp_path)
     np.testing.assert_allclose(matrix[1], released["00001"] / np.linalg.norm(released["00001"]), rtol=1e-6)
     with pytest.raises(ValueError, match="8-d vectors; the embedder's num_features is 16"):
         import_embeddings(released_file, images, tmp_path / "x.npz", tmp_path / "x.csv", 16)
+    torch.save({**released, "00002": np.zeros(8, np.float32)}, tmp_path / "zeros.npy")
+    with pytest.raises(ValueError, match="row 2 is all zeros"):
+        import_embeddings(tmp_path / "zeros.npy", images, tmp_path / "x.npz", tmp_path / "x.csv", 8)
     torch.save({f"{i:05d}.png": v for i, v in enumerate(released.values())}, tmp_path / "other_names.npy")
     with pytest.raises(ValueError, match=r"no vector for 3 of the 3 images .* names look like \['00000.png'"):
         import_embeddings(tmp_path / "other_names.npy", images, tmp_path / "x.npz", tmp_path / "x.csv", 8)

@@ -174,3 +174,15 @@ def test_histogram_and_roc_figures_are_written(tmp_path):
         score_histogram({"genuine": genuine, "impostor": []}, tmp_path / "bad.png", "bad")
     with pytest.raises(ValueError, match="'toy'"):
         roc_curve_plot({"toy": (stats["fmr"], stats["fnmr"][:-1])}, tmp_path / "bad.png", "bad")
+
+
+def test_l2_normalize_keeps_zero_rows_unless_told_to_refuse_them():
+    from idiff_core.vectors import l2_normalize
+
+    rows = np.array([[3.0, 4.0], [0.0, 0.0], [0.0, 2.0]])
+    np.testing.assert_allclose(l2_normalize(rows), [[0.6, 0.8], [0.0, 0.0], [0.0, 1.0]])
+    assert l2_normalize(rows, np.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="row 1 is all zeros"):
+        l2_normalize(rows, refuse_zero=True)
+    with pytest.raises(ValueError, match="row 3 is all zeros"):  # counted across blocks
+        l2_normalize(np.array([[1.0, 0.0]] * 3 + [[0.0, 0.0]]), block_rows=2, refuse_zero=True)

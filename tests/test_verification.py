@@ -6,7 +6,8 @@ import torch
 from refdata import discover
 
 from idiff_core.evaluation.verification import (
-    ACCURACY_THRESHOLDS, VAL_THRESHOLDS, _far_threshold, contiguous_folds, l2_normalize, verification_metrics)
+    ACCURACY_THRESHOLDS, VAL_THRESHOLDS, _far_threshold, contiguous_folds, verification_metrics)
+from idiff_core.vectors import l2_normalize
 
 EXACT_KEYS = ["accuracy_per_fold", "accuracy_mean", "accuracy_std", "best_threshold_per_fold",
               "best_threshold_index_per_fold", "tpr_mean_over_folds", "fpr_mean_over_folds", "val_mean",

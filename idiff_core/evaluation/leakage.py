@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from idiff_core.evaluation.separability import l2_normalize
+from idiff_core.vectors import l2_normalize
 from idiff_core.runtime import resolve_device
 
 PER_IDENTITY_MODES = ("max", "mean")

@@ -23,13 +23,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..contexts import l2_normalize
 from ..data.benchmarks import LfwPair, lfw_image_path, read_lfw_pairs
 from ..embeddings import EmbeddingSettings, embed_images
 from ..generation import GeneratorSpec, SamplerSettings
 from ..io import atomic_path, load_matrix, read_rgb, write_image_grid
 from ..runtime import derive_seed
 from ..sampling import image_seed
+from ..vectors import l2_normalize
 from .plots import score_histograms
 from .separability import eer_stats
 from .tables import write_table
@@ -184,7 +184,7 @@ def _embeddings_of(lfw: LfwFiles, keys: list[str]) -> np.ndarray:
     if missing:
         raise ValueError(f"{lfw.embeddings} lacks the embeddings of {len(missing)} pair image(s), e.g. "
                          f"{missing[:3]}: was it extracted from the same LFW folder as {lfw.pairs}?")
-    return l2_normalize(matrix[[row_of[k] for k in keys]])
+    return l2_normalize(matrix[[row_of[k] for k in keys]], np.float32, refuse_zero=True)
 
 
 def _split_key(key: str) -> tuple[str, int]:

@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from idiff_core.runtime import derive_seed
+from idiff_core.vectors import l2_normalize
 
 FMR_OPERATING_POINTS = {"fmr10": 0.1, "fmr20": 0.05, "fmr100": 0.01, "fmr1000": 0.001}
 
@@ -118,24 +119,6 @@ def _rows_per_identity(codes: np.ndarray) -> list[np.ndarray]:
     """Row indices of each identity code, ascending, identities in code order."""
     order = np.argsort(codes, kind="stable")
     return np.split(order, np.flatnonzero(np.diff(codes[order])) + 1)
-
-
-def l2_normalize(embeddings: np.ndarray, dtype: type = np.float64, block_rows: int = 1 << 16) -> np.ndarray:
-    """Rows divided by their L2 norm (computed in float64), returned as `dtype`.
-
-    All-zero rows stay zero, as sklearn's `normalize`. Works in row blocks, so a float32 result for
-    500k x 512 embeddings never needs a float64 copy of all of them.
-    """
-    embeddings = np.asarray(embeddings)
-    if embeddings.ndim != 2:
-        raise ValueError(f"expected a 2-D (rows x dims) embedding array, got shape {embeddings.shape}")
-    out = np.empty(embeddings.shape, dtype=dtype)
-    for start in range(0, embeddings.shape[0], block_rows):
-        block = np.asarray(embeddings[start:start + block_rows], dtype=np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block))
-        norms[norms == 0] = 1.0
-        out[start:start + block_rows] = block / norms[:, None]
-    return out
 
 
 def identity_pairs(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from idiff_core.evaluation.separability import eer_stats, l2_normalize
+from idiff_core.evaluation.separability import eer_stats
 
-__all__ = ["ACCURACY_THRESHOLDS", "VAL_THRESHOLDS", "contiguous_folds", "l2_normalize", "verification_metrics"]
+__all__ = ["ACCURACY_THRESHOLDS", "VAL_THRESHOLDS", "contiguous_folds", "verification_metrics"]
 
 ACCURACY_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
