@@ -65,9 +65,7 @@ rule all:
     input:
         "results/eval/lfw.csv",
         "results/eval/lfw_summary.csv",
-        "results/eval/separability.csv",
-        "results/eval/leakage.csv",
-        "results/eval/appearance.csv",
+        expand("results/eval/{table}.csv", table=QUALITY_TABLES),
         ["results/eval/benchmarks.csv"] if BENCHMARKS else [],
         expand("results/eval/lfw_contexts/{generator}.csv", generator=CONDITIONAL_GENERATORS),
         report_figures(),

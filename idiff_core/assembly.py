@@ -2,7 +2,7 @@
 
 Sampling draws more identities than needed (oversampling) because some images fail alignment; an
 identity with fewer than D usable images is skipped and the next one (in sorted order across shards)
-takes its place.
+takes its place. A released dataset is assembled the same way from its imported images.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from pathlib import Path
 
 from idiff_core.alignment import WRITTEN, output_name, read_manifest
 from idiff_core.io import IMAGE_EXTENSIONS, atomic_path, link_or_copy
+from idiff_core.released_datasets import GIVEN
 
-STATUS_COLUMN = {"aligned": "detected", "resized": "resized", "dropped": "dropped", "unreadable": "unreadable"}
-IDENTITY_COLUMNS = ("identity", "images", "detected", "resized", "dropped", "unreadable", "kept")
+STATUS_COLUMN = {"aligned": "detected", "resized": "resized", "dropped": "dropped", "unreadable": "unreadable",
+                 GIVEN: "given"}
+USABLE = (*WRITTEN, GIVEN)  # statuses with an image to assemble
+IDENTITY_COLUMNS = ("identity", "images", "detected", "resized", "dropped", "unreadable", "given", "kept")
 
 
 def natural_key(name: str) -> list:
@@ -38,15 +41,15 @@ def _collect(aligned_dirs: list, manifests: list) -> dict[str, dict]:
             if not name:
                 raise ValueError(f"{manifest}: image {row['path']} is not in an identity folder; "
                                  "assembly needs <shard>/<identity>/<image> inputs")
-            entry = identities.setdefault(name, {"shard": shard_dir, "files": [], "images": 0, "detected": 0,
-                                                 "resized": 0, "dropped": 0, "unreadable": 0})
+            entry = identities.setdefault(name, {"shard": shard_dir, "files": [], "images": 0,
+                                                 **dict.fromkeys(STATUS_COLUMN.values(), 0)})
             if entry["shard"] != shard_dir:
                 raise ValueError(f"identity {name!r} appears in two shards ({entry['shard']} and {shard_dir})")
             if row["status"] not in STATUS_COLUMN:
                 raise ValueError(f"{manifest}: unknown status {row['status']!r} for {row['path']}")
             entry["images"] += 1
             entry[STATUS_COLUMN[row["status"]]] += 1
-            if row["status"] in WRITTEN:  # resized only occurs under the resize policy
+            if row["status"] in USABLE:  # resized only occurs under the resize policy
                 path = shard_dir / output_name(row["path"])
                 if not path.is_file():
                     raise FileNotFoundError(f"{manifest} lists {row['path']} as {row['status']} but {path} is missing")
@@ -79,7 +82,8 @@ def assemble_dataset(aligned_dirs: list[str | os.PathLike], manifests: list[str 
                      summary_json: str | os.PathLike, identities: int, images_per_identity: int) -> dict:
     """Build `<out_dir>/<identity>/<k>.png`, k = 0..D-1, for exactly `identities` (W) identities.
 
-    Inputs are the aligned shard folders (`<shard>/<identity>/<j>.png`) with their alignment manifests.
+    Inputs are the aligned shard folders (`<shard>/<identity>/<j>.png`) with their alignment manifests,
+    or a released dataset's imported folder and manifest (`released_datasets`).
     Identities are taken in natural sorted order across shards; one with fewer than D usable images
     is skipped. Writes a per-identity CSV and a summary JSON; returns the summary.
     """
@@ -115,7 +119,7 @@ def assemble_dataset(aligned_dirs: list[str | os.PathLike], manifests: list[str 
         "identities_skipped_short": len([n for n in order[:order.index(chosen[-1]) + 1] if n not in kept]),
         "images_sampled": totals["images"], "images_detected": totals["detected"],
         "images_resized": totals["resized"], "images_dropped": totals["dropped"],
-        "images_unreadable": totals["unreadable"],
+        "images_unreadable": totals["unreadable"], "images_given": totals["given"],
         "detection_rate": totals["detected"] / totals["images"] if totals["images"] else 0.0,
     }
     with atomic_path(summary_json) as tmp:

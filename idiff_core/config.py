@@ -94,6 +94,16 @@ def generator_release(config: Mapping[str, Any], generator: str) -> dict[str, An
             "step": gen.get("pretrained_step")}
 
 
+def is_released(dataset: Mapping[str, Any]) -> bool:
+    """A dataset read from a published release (`released`) instead of sampled from a generator."""
+    return dataset.get("released") is not None
+
+
+def is_evaluation_only(experiment: Mapping[str, Any]) -> bool:
+    """An experiment that evaluates given backbone weights (`weights`) instead of training on a dataset."""
+    return "weights" in experiment
+
+
 def embedding_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """How identity embeddings are extracted (`embeddings.EmbeddingSettings`): the embedder and `extract`."""
     return {**config["embedder"]["model"], **config["embedder"]["extract"]}
@@ -133,6 +143,12 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"generators.{name}.training.encode_batch_size: the training faces are encoded once "
                             f"for every generator (rule encode_latents); set ldm.training.encode_batch_size")
     for name, ds in datasets.items():
+        if is_released(ds):
+            sampling_keys = sorted({"generator", "contexts", "oversample", "sampler"} & set(ds))
+            if sampling_keys:
+                problems.append(f"datasets.{name} is released (read from {ds['released']['folder']}), not sampled: "
+                                f"remove {', '.join(sampling_keys)}")
+            continue
         if ds["generator"] not in generators:
             problems.append(f"datasets.{name}.generator '{ds['generator']}' is not defined under 'generators'")
         elif not generator_unet(config, ds["generator"])["is_context_conditional"]:
@@ -147,6 +163,12 @@ def _cross_reference_problems(config: Mapping[str, Any]) -> list[str]:
         if exp["name"] in seen:
             problems.append(f"experiments[{i}].name '{exp['name']}' is used twice")
         seen.add(exp["name"])
+        if is_evaluation_only(exp):
+            training_keys = sorted({"dataset", "width", "depth", "augmentation", "backbone"} & set(exp))
+            if training_keys:
+                problems.append(f"experiments[{i}] ('{exp['name']}') evaluates the given weights, so it trains on "
+                                f"nothing: remove {', '.join(training_keys)} (its architecture is `model`)")
+            continue
         if exp["dataset"] not in datasets:
             problems.append(f"experiments[{i}].dataset '{exp['dataset']}' is not defined under 'datasets'")
             continue
@@ -183,8 +205,9 @@ def with_replicates(config: Mapping[str, Any]) -> dict[str, Any]:
     Replicate r of an experiment is its own experiment (`<name>_rep<r>`) on its own dataset, contexts
     and generators (two-stage contexts: their unconditional generator too), each carrying
     `replicate: r`, which adds r to every seed of the chain (see `replicate_of`). What does not
-    depend on those seeds (the rendered world or the fetched data, the embedder, the autoencoder) is
-    shared. Replicate 0 is the config as written.
+    depend on those seeds (the rendered world or the fetched data, the embedder, the autoencoder, a
+    published generator or dataset) is shared; an evaluation-only experiment has no seed and stays one
+    row. Replicate 0 is the config as written.
     """
     sections = {key: dict(config[key]) for key in ("generators", "contexts", "datasets")}
     experiments = list(config["experiments"])
@@ -202,18 +225,25 @@ def with_replicates(config: Mapping[str, Any]) -> dict[str, Any]:
     def generator(name: str, replicate: int) -> str:  # a published generator has no seed: every replicate samples it
         return name if config["generators"][name]["pretrained"] else add("generators", name, replicate)
 
+    def dataset(name: str, replicate: int) -> str:  # a released dataset has no seed: every replicate trains on it
+        ds = config["datasets"][name]
+        if is_released(ds):
+            return name
+        ctx = config["contexts"][ds["contexts"]]
+        ctx_changes = {"generator": generator(ctx["generator"], replicate)} if ctx["kind"] == "two_stage" else {}
+        return add("datasets", name, replicate, generator=generator(ds["generator"], replicate),
+                   contexts=add("contexts", ds["contexts"], replicate, **ctx_changes))
+
     for replicate in range(1, config["replicates"]):
         for exp in config["experiments"]:
-            ds = config["datasets"][exp["dataset"]]
-            ctx = config["contexts"][ds["contexts"]]
-            ctx_changes = {"generator": generator(ctx["generator"], replicate)} if ctx["kind"] == "two_stage" else {}
-            dataset = add("datasets", exp["dataset"], replicate, generator=generator(ds["generator"], replicate),
-                          contexts=add("contexts", ds["contexts"], replicate, **ctx_changes))
+            if is_evaluation_only(exp):  # nothing seeded: one row
+                continue
             name = replicate_name(exp["name"], replicate)
             if any(e["name"] == name for e in experiments):
                 raise ConfigError(f"replicate {replicate} of experiment '{exp['name']}' would be named '{name}', "
                                   f"which the config already uses; rename it")
-            experiments.append({**exp, "name": name, "dataset": dataset, "replicate": replicate})
+            experiments.append({**exp, "name": name, "dataset": dataset(exp["dataset"], replicate),
+                                "replicate": replicate})
     return {**sections, "experiments": experiments}
 
 

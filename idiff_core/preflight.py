@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .config import is_evaluation_only, is_released
 from .data import DatasetError
 from .data.download import local_source
 from .data.ffhq import STEM
@@ -169,8 +170,12 @@ def _first_byte(path: Path) -> bytes:
 
 def released_file_problems(config: Mapping[str, Any]) -> list[str]:
     """Released IDiff-Face files the config names that do not exist: generators, context files, the
-    training embeddings."""
+    training embeddings, datasets, evaluated backbones."""
     named = {f"generators.{name}.pretrained": spec["pretrained"] for name, spec in config["generators"].items()}
+    named.update({f"datasets.{name}.released.folder": spec["released"]["folder"]
+                  for name, spec in config["datasets"].items() if is_released(spec)})
+    named.update({f"experiments[{i}].weights": exp["weights"] for i, exp in enumerate(config["experiments"])
+                  if is_evaluation_only(exp)})
     named.update({f"contexts.{name}.file": spec.get("file") for name, spec in config["contexts"].items()
                   if spec["kind"] == "file"})
     named["embedder.training_embeddings"] = config["embedder"]["training_embeddings"]

@@ -11,6 +11,12 @@ writes, under OUT, at the paths `config/rehearsal.yaml` names (so that `snakemak
 - `data/ldm/ffhq.zip`: LDM's zip holding a Lightning `model.ckpt` (`first_stage_model.*` among other keys);
 - `data/benchmarks/<name>.bin`: insightface verification files (pickled encoded images + issame list).
 
+Writers of IDiff-Face's own released forms serve the tests of the released-file readers: a model
+folder (`.hydra/config.yaml` + `checkpoints/`, the DDPM wrapper's layout) for any UNet key layout (the
+reference manifests give the published ones), `torch.save`d name -> vector dicts (context files,
+training embeddings), identity-block datasets, and iresnet backbones of any depth (the released
+FR model is an iresnet50).
+
 The key layouts are written out here from the published architectures, not taken from this
 project's models or save functions, so a drift between the reader and the published layout fails
 the rehearsal instead of hiding in it (the tests check them against the reference manifests). The
@@ -20,15 +26,21 @@ rehearsal checks wiring, shapes, formats and speed, not accuracy: the weights ar
 from __future__ import annotations
 
 import argparse
+import ast
 import io
 import math
 import pickle
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
+import numpy as np
 import torch
+import yaml
 
+from .diffusion.schedule import DiffusionSchedule
 from .io import atomic_path, write_png
 from .runtime import derive_seed
 from .world import WorldSettings, draw
@@ -45,6 +57,9 @@ LFW_SIDE = 250   # LFW's photos are 250 x 250
 BIN_SIDE = 112   # the .bin files hold aligned 112 x 112 faces
 
 Layout = list[tuple[str, tuple[int, ...]]]
+# The DDPM wrapper's buffers, registered before its `eps_model`, in the published checkpoints' order
+DDPM_WRAPPER_BUFFERS = ("betas", "alphas", "sigmas", "sqrt_alphas_inv", "alpha_bars", "sqrt_alpha_bars",
+                        "sqrt_one_minus_alpha_bars", "one_minus_alphas_over_sqrt_one_minus_alpha_bars")
 
 
 # --------------------------------------------------------------------------------- published layouts
@@ -54,8 +69,9 @@ def _batch_norm(name: str, channels: int) -> Layout:
         [(f"{name}.num_batches_tracked", ())]
 
 
-def elasticface_layout(layers: tuple[int, ...] = (3, 13, 30, 3), features: int = 512) -> Layout:
-    """ElasticFace's iresnet100 state dict (arcface_torch's iresnet): key and shape, in file order."""
+def iresnet_layout(layers: tuple[int, ...] = (3, 13, 30, 3), features: int = 512) -> Layout:
+    """An iresnet state dict as arcface_torch's iresnet writes it (ElasticFace's iresnet100 by default;
+    IDiff-Face's released FR model: layers (3, 4, 14, 3)): key and shape, in file order."""
     keys: Layout = [("conv1.weight", (64, 3, 3, 3)), *_batch_norm("bn1", 64), ("prelu.weight", (64,))]
     inplanes = 64
     for index, (blocks, planes) in enumerate(zip(layers, (64, 128, 256, 512)), start=1):
@@ -125,6 +141,13 @@ def ldm_first_stage_layout(ch: int = 128, ch_mult: tuple[int, ...] = (1, 2, 4), 
             *_conv("quant_conv", embed_dim, z_channels, 1), *_conv("post_quant_conv", z_channels, embed_dim, 1)]
 
 
+def manifest_layout(path: str | Path, prefix: str = "") -> Layout:
+    """Key and shape of every entry of a reference manifest (`key<TAB>shape<TAB>dtype`, in state-dict
+    order), less `prefix`."""
+    rows = [line.split("\t") for line in Path(path).read_text().splitlines() if line]
+    return [(key.removeprefix(prefix), tuple(ast.literal_eval(shape))) for key, shape, _ in rows]
+
+
 def random_weights(layout: Layout, seed: int) -> dict[str, torch.Tensor]:
     """Finite random values a network runs on: N(0, 1/fan_in) kernels, unit norms, zero biases and means."""
     gen = torch.Generator().manual_seed(seed)
@@ -150,7 +173,7 @@ def random_weights(layout: Layout, seed: int) -> dict[str, torch.Tensor]:
 def write_elasticface(path: Path, seed: int) -> None:
     """A plain iresnet100 state dict, as ElasticFace publishes its backbone."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(random_weights(elasticface_layout(), derive_seed(seed, "elasticface")), fh)
+        torch.save(random_weights(iresnet_layout(), derive_seed(seed, "elasticface")), fh)
 
 
 def write_ldm_zip(path: Path, seed: int) -> None:
@@ -168,6 +191,54 @@ def write_ldm_zip(path: Path, seed: int) -> None:
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("model.ckpt", buffer.getvalue())
         archive.writestr("config.yaml", "model:\n  target: ldm.models.diffusion.ddpm.LatentDiffusion\n")
+
+
+def write_released_generator(root: str | Path, unet_layout: Layout, unet_args: dict[str, Any], *, timesteps: int,
+                             schedule: str, image_size: int, seed: int) -> Path:
+    """An IDiff-Face model folder as its training run leaves it: `.hydra/config.yaml` (the composed Hydra
+    config, UNet arguments under `model` with `${constants.*}` references, `diffusion.eps_model: ${model}`)
+    and `checkpoints/ema_averaged_model.ckpt` and `model.ckpt` (distinct random weights) in the DDPM
+    wrapper's layout: its 8 schedule buffers, then every UNet key under `eps_model.`."""
+    root = Path(root)
+    model = {"_target_": "models.diffusion.unet.ConditionalUNet", **unet_args,
+             "input_channels": "${constants.input_channels}", "n_context_classes": "${constants.n_classes}"}
+    config = {"constants": {"seed": seed, "image_size": image_size, "input_channels": unet_args["input_channels"],
+                            "n_classes": 0},
+              "latent_diffusion": True, "model": model,
+              "diffusion": {"_target_": "diffusion.ddpm.DenoisingDiffusionProbabilisticModel", "eps_model": "${model}",
+                            "T": timesteps, "schedule_type": schedule, "schedule_k": 1},
+              "training": {"checkpoint": {"path": "outputs/${now:%Y-%m-%d}/${now:%H-%M-%S}"}}}
+    with atomic_path(root / ".hydra" / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    schedule_values = DiffusionSchedule.create(timesteps, schedule)
+    buffers = {name: getattr(schedule_values, name) for name in DDPM_WRAPPER_BUFFERS}
+    for name in ("ema_averaged_model.ckpt", "model.ckpt"):
+        unet = random_weights(unet_layout, derive_seed(seed, "released-generator", name))
+        with atomic_path(root / "checkpoints" / name) as tmp, open(tmp, "wb") as fh:
+            torch.save({**buffers, **{f"eps_model.{k}": v for k, v in unet.items()}}, fh)
+    return root
+
+
+def write_vector_dict(path: str | Path, vectors: Mapping[str, np.ndarray]) -> None:
+    """A name -> float32 NumPy vector dict, `torch.save`d (a pickle) as IDiff-Face's context files and
+    training embeddings are, whatever their `.npy` suffix says."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({name: np.asarray(v, dtype=np.float32) for name, v in vectors.items()}, fh)
+
+
+def write_identity_blocks(folder: str | Path, faces: Mapping[str, Sequence[np.ndarray]], columns: int) -> list[Path]:
+    """IDiff-Face's identity blocks: `<name>.png` per identity, its equal-sized faces in a grid of
+    `columns`, row-major, no gap, the rest of the last row black (`make_grid(padding=0)`)."""
+    paths = []
+    for name, images in faces.items():
+        height, width = images[0].shape[:2]
+        block = np.zeros((math.ceil(len(images) / columns) * height, columns * width, 3), np.uint8)
+        for k, image in enumerate(images):
+            row, col = divmod(k, columns)
+            block[row * height:(row + 1) * height, col * width:(col + 1) * width] = image
+        paths.append(Path(folder) / f"{name}.png")
+        write_png(paths[-1], block)
+    return paths
 
 
 def write_ffhq(root: Path, count: int, seed: int) -> None:

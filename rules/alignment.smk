@@ -3,9 +3,10 @@
 
 
 rule align_shard:
-    """Align one shard of samples (the failure policy is applied per image and recorded)."""
+    """Align one shard of samples, or a released dataset's images (the failure policy is applied per
+    image and recorded)."""
     input:
-        images="results/samples/{dataset}/shard{shard}",
+        images=shard_images,
     output:
         images=directory("results/aligned/{dataset}/shard{shard}"),
         manifest="results/aligned/{dataset}/shard{shard}.csv",

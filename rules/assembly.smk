@@ -1,11 +1,35 @@
-# Assembly: exactly W identities x D images in ImageFolder layout, from the aligned shards.
+# Assembly: exactly W identities x D images in ImageFolder layout, from the aligned shards or a
+# published dataset's images.
+
+
+rule import_released_dataset:
+    """Split a published dataset's identity blocks (or read its identity folders) into <identity>/<k>.png."""
+    input:
+        folder=lambda w: config["datasets"][w.dataset]["released"]["folder"],
+    output:
+        images=directory("results/released/{dataset}"),
+        manifest="results/released/{dataset}.csv",
+    wildcard_constraints:
+        dataset=names_regex(RELEASED_DATASETS),
+    params:
+        # whether the images are aligned afterwards does not change them
+        settings=lambda w: settings(released={k: v for k, v in config["datasets"][w.dataset]["released"].items()
+                                              if k != "align"}),
+    log:
+        "results/logs/import_released_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/import_released_dataset/{dataset}.tsv"
+    threads: 1
+    conda:
+        ENV
+    script:
+        "../workflow_scripts/import_released_dataset.py"
 
 
 rule assemble_dataset:
     """Keep identities with enough aligned images (oversampled ones fill the gaps)."""
     input:
-        images=lambda w: expand("results/aligned/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
-        manifests=lambda w: expand("results/aligned/{dataset}/shard{shard}.csv", dataset=w.dataset, shard=SHARDS),
+        unpack(assembly_inputs),
     output:
         images=directory("results/datasets/{dataset}"),
         manifest="results/datasets/{dataset}.csv",

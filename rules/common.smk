@@ -4,11 +4,17 @@ import re
 
 from idiff_core import __version__
 from idiff_core.config import (canonical_json, configured_name, embedding_settings, generator_ldm, generator_model,
-                               generator_release, generator_unet, image_size, replicate_of, world_set_config)
+                               generator_release, generator_unet, image_size, is_evaluation_only, is_released,
+                               replicate_of, world_set_config)
 
 ENV = "../envs/idiff.yaml"
 WORLD = config["data"]["source"] == "world"
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
+# Experiments that train an FR model (the others evaluate given weights), and datasets sampled from a
+# generator (the others are read from a published release).
+TRAINED_EXPERIMENTS = [name for name, e in EXPERIMENTS.items() if not is_evaluation_only(e)]
+SAMPLED_DATASETS = [name for name, ds in config["datasets"].items() if not is_released(ds)]
+RELEASED_DATASETS = [name for name, ds in config["datasets"].items() if is_released(ds)]
 # Models evaluated on the LFW(-like) benchmark: every experiment, plus, on the embedded face world,
 # an FR model trained on the world's real labelled faces and the stand-in embedder itself.
 REFERENCE_MODELS = ["real_reference", "embedder"] if WORLD else []
@@ -75,7 +81,30 @@ def context_settings(name):
     return settings(**subtrees)
 
 
-# ---- sampling (rules/sampling.smk)
+# ---- sampling (rules/sampling.smk), released datasets (rules/assembly.smk)
+
+def dataset_shards(dataset):
+    """A dataset's shards: sampling's, or the one folder a released dataset is imported into."""
+    return [0] if is_released(config["datasets"][dataset]) else SHARDS
+
+
+def shard_images(w):
+    """The images align_shard aligns: a sampled shard, or a released dataset's imported images."""
+    if is_released(config["datasets"][w.dataset]):
+        return f"results/released/{w.dataset}"
+    return f"results/samples/{w.dataset}/shard{w.shard}"
+
+
+def assembly_inputs(w):
+    """Images and manifests a dataset is assembled from: its aligned shards, or a released dataset's
+    imported images as they are (`released.align: false`)."""
+    released = config["datasets"][w.dataset].get("released")
+    if released and not released["align"]:
+        return {"images": [f"results/released/{w.dataset}"], "manifests": [f"results/released/{w.dataset}.csv"]}
+    shards = dataset_shards(w.dataset)
+    return {"images": expand("results/aligned/{dataset}/shard{shard}", dataset=w.dataset, shard=shards),
+            "manifests": expand("results/aligned/{dataset}/shard{shard}.csv", dataset=w.dataset, shard=shards)}
+
 
 def dataset_sampler(dataset):
     """How a dataset is sampled: sampling.sampler with the dataset's own `sampler` overrides."""
@@ -94,7 +123,9 @@ def sampling_settings(dataset):
 # ---- face-recognition training (rules/recognition.smk)
 
 def fr_backbone(model):
-    """The iresnet of an FR model: the experiment's backbone, else the shared one."""
+    """The iresnet of an FR model: an evaluated experiment's `model`, the experiment's backbone, else the shared one."""
+    if model in EXPERIMENTS and is_evaluation_only(EXPERIMENTS[model]):
+        return EXPERIMENTS[model]["model"]
     spec = dict(config["fr"]["model"])
     if model in EXPERIMENTS and EXPERIMENTS[model]["backbone"] is not None:
         spec["arch"] = EXPERIMENTS[model]["backbone"]
@@ -124,24 +155,32 @@ def evaluated_model(model):
     if model == "embedder":
         return {"backbone": "results/embedder/backbone.pt", "model": config["embedder"]["model"],
                 "images": "results/data/lfw/images"}
-    return {"backbone": f"results/fr/{model}/backbone.pt", "images": "results/aligned/real/lfw",
-            "model": fr_backbone(model)}
+    trained = model not in EXPERIMENTS or not is_evaluation_only(EXPERIMENTS[model])
+    return {"backbone": f"results/fr/{model}/backbone.pt" if trained else EXPERIMENTS[model]["weights"],
+            "images": "results/aligned/real/lfw", "model": fr_backbone(model)}
 
 
 def experiment_row(model):
     """The descriptive columns of a model's row in lfw.csv."""
+    if model in EXPERIMENTS and is_evaluation_only(EXPERIMENTS[model]):
+        return {"experiment": model, "replicate": 0, "generator": "", "condition": "", "cpd": "", "guidance": "",
+                "contexts": "evaluation only", "identities": None, "images_per_identity": None, "augmentation": "",
+                "backbone": str(fr_backbone(model)["arch"]), "weights": EXPERIMENTS[model]["weights"]}
     if model in EXPERIMENTS:
         exp = EXPERIMENTS[model]
-        ds = config["datasets"][exp["dataset"]]
-        unet = generator_unet(config, ds["generator"])
         replicate = replicate_of(exp)
-        return {"experiment": configured_name(model, replicate), "replicate": replicate,
-                "generator": configured_name(ds["generator"], replicate_of(config["generators"][ds["generator"]])),
-                "condition": unet["condition_type"], "cpd": unet["context_dropout_probability"],
-                "guidance": dataset_sampler(exp["dataset"])["guidance_scale"],
-                "contexts": config["contexts"][ds["contexts"]]["kind"], "identities": exp["width"],
-                "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
-                "backbone": str(fr_backbone(model)["arch"])}
+        row = {"experiment": configured_name(model, replicate), "replicate": replicate,
+               "generator": "released", "condition": "", "cpd": "", "guidance": "", "contexts": "released",
+               "identities": exp["width"], "images_per_identity": exp["depth"], "augmentation": exp["augmentation"],
+               "backbone": str(fr_backbone(model)["arch"])}
+        ds = config["datasets"][exp["dataset"]]
+        if not is_released(ds):
+            unet = generator_unet(config, ds["generator"])
+            row.update(generator=configured_name(ds["generator"], replicate_of(config["generators"][ds["generator"]])),
+                       condition=unet["condition_type"], cpd=unet["context_dropout_probability"],
+                       guidance=dataset_sampler(exp["dataset"])["guidance_scale"],
+                       contexts=config["contexts"][ds["contexts"]]["kind"])
+        return {**row, "dataset": configured_name(exp["dataset"], replicate_of(ds))}
     real = model == "real_reference"
     train = config["fr"]["train"]
     return {"experiment": model, "replicate": 0, "generator": "", "condition": "", "cpd": "", "guidance": "",
@@ -200,15 +239,17 @@ def lfw_context_settings():
 
 def used_generators():
     """Generators the default targets train: those sampled from, two-stage context sources, conditional ones."""
-    used = {ds["generator"] for ds in config["datasets"].values()} | set(CONDITIONAL_GENERATORS)
-    used |= {config["contexts"][ds["contexts"]]["generator"] for ds in config["datasets"].values()
+    sampled = [config["datasets"][name] for name in SAMPLED_DATASETS]
+    used = {ds["generator"] for ds in sampled} | set(CONDITIONAL_GENERATORS)
+    used |= {config["contexts"][ds["contexts"]]["generator"] for ds in sampled
              if config["contexts"][ds["contexts"]]["kind"] == "two_stage"}
     return [g for g in config["generators"] if g in used]
 
 
 def training_logs():
     """The report's training curves: name -> CSV log (FR models, embedder, LDMs, autoencoder)."""
-    logs = {f"fr_{m}": f"results/fr/{m}/metrics.csv" for m in EVALUATED_MODELS if m != "embedder"}
+    logs = {f"fr_{m}": f"results/fr/{m}/metrics.csv" for m in TRAINED_EXPERIMENTS + REFERENCE_MODELS
+            if m != "embedder"}
     if config["embedder"]["source"] == "train":
         logs["embedder"] = "results/embedder/metrics.csv"
     logs.update({f"ldm_{g}": f"results/ldm/{g}/loss.csv" for g in used_generators() if g in TRAINED_GENERATORS})
@@ -217,6 +258,8 @@ def training_logs():
     return logs
 
 
+# Tables of the sampled datasets' quality (none when every dataset is a released one)
+QUALITY_TABLES = ("separability", "leakage", "appearance") if SAMPLED_DATASETS else ()
 VERIFICATION_BENCHMARKS = ["lfw"] + [f"bin_{b}" for b in BENCHMARKS]
 
 
@@ -228,8 +271,7 @@ def verification_scores(bench):
 
 def report_tables():
     """The report's tables: name -> result CSV."""
-    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "lfw_summary", "separability", "leakage",
-                                                           "appearance")}
+    tables = {t: f"results/eval/{t}.csv" for t in ("lfw", "lfw_summary") + QUALITY_TABLES}
     if BENCHMARKS:
         tables.update(benchmarks="results/eval/benchmarks.csv", benchmarks_paper="results/eval/benchmarks_paper.csv")
     tables.update({f"lfw_contexts_{g}": f"results/eval/lfw_contexts/{g}.csv" for g in CONDITIONAL_GENERATORS})
@@ -238,9 +280,9 @@ def report_tables():
 
 def report_figures():
     """Every report figure and table the plot rules make (targets of rule all)."""
-    return (expand("results/report/grids/{dataset}_{stage}.png", dataset=config["datasets"],
+    return (expand("results/report/grids/{dataset}_{stage}.png", dataset=SAMPLED_DATASETS,
                    stage=["samples", "aligned"])
             + [f"results/report/curves/{name}.png" for name in training_logs()]
             + [f"results/report/verification/{b}/roc.png" for b in VERIFICATION_BENCHMARKS]
-            + ["results/report/separability/roc.png"]
+            + (["results/report/separability/roc.png"] if SAMPLED_DATASETS else [])
             + [f"results/report/tables/{t}.html" for t in report_tables()])

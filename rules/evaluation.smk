@@ -70,6 +70,8 @@ rule embed_samples:
     output:
         embeddings="results/embeddings/samples/{dataset}.npz",
         manifest="results/embeddings/samples/{dataset}.csv",
+    wildcard_constraints:
+        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=expensive(model=config["embedder"]["model"], extract=config["embedder"]["extract"]),
         device=config["device"],
@@ -96,6 +98,8 @@ rule synthetic_quality:
         separability="results/eval/separability/{dataset}.csv",
         leakage="results/eval/leakage/{dataset}.csv",
         identities="results/eval/leakage/{dataset}_identities.csv",
+    wildcard_constraints:
+        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=lambda w: settings(seed=config["evaluation"]["seed"], leakage=config["evaluation"]["leakage"],
                                     dataset=w.dataset, sampler=dataset_sampler(w.dataset)),
@@ -118,6 +122,8 @@ rule sample_appearance:
         summary="results/datasets/{dataset}_summary.json",
     output:
         table="results/eval/appearance/{dataset}.csv",
+    wildcard_constraints:
+        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=lambda w: settings(dataset=w.dataset, seed=config["evaluation"]["seed"],
                                     training_images=config["evaluation"]["appearance"]["training_images"]),
@@ -133,9 +139,9 @@ rule sample_appearance:
 
 
 rule quality_table:
-    """results/eval/{separability,leakage,appearance}.csv: one row per synthetic dataset."""
+    """results/eval/{separability,leakage,appearance}.csv: one row per sampled dataset."""
     input:
-        rows=lambda w: expand("results/eval/{table}/{dataset}.csv", table=w.table, dataset=config["datasets"]),
+        rows=lambda w: expand("results/eval/{table}/{dataset}.csv", table=w.table, dataset=SAMPLED_DATASETS),
     output:
         table="results/eval/{table}.csv",
     wildcard_constraints:

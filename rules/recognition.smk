@@ -10,7 +10,7 @@ rule train_fr:
         backbone="results/fr/{model}/backbone.pt",
         metrics="results/fr/{model}/metrics.csv",
     wildcard_constraints:
-        model=names_regex(list(EXPERIMENTS) + (["real_reference"] if WORLD else [])),
+        model=names_regex(TRAINED_EXPERIMENTS + (["real_reference"] if WORLD else [])),
     params:
         settings=lambda w: fr_settings(w.model),
         state=lambda w: f"results/state/fr/{w.model}",

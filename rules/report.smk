@@ -3,7 +3,7 @@
 
 
 rule report_grids:
-    """A grid of raw samples and one of aligned faces of a synthetic dataset (first identities)."""
+    """A grid of raw samples and one of aligned faces of a sampled dataset (first identities)."""
     input:
         samples=lambda w: expand("results/samples/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
         aligned=lambda w: expand("results/aligned/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
@@ -13,6 +13,8 @@ rule report_grids:
         aligned=report("results/report/grids/{dataset}_aligned.png", caption="../report/aligned_grid.rst",
                        category="Samples", subcategory="{dataset}",
                        labels={"dataset": "{dataset}", "images": "aligned"}),
+    wildcard_constraints:
+        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=settings(report=config["evaluation"]["report"]),
     log:
@@ -67,18 +69,18 @@ rule report_verification:
 
 
 rule report_separability:
-    """Genuine/impostor cosine histograms of every synthetic dataset, and their ROC curves."""
+    """Genuine/impostor cosine histograms of every sampled dataset, and their ROC curves."""
     input:
-        samples=expand("results/embeddings/samples/{dataset}.npz", dataset=config["datasets"]),
+        samples=expand("results/embeddings/samples/{dataset}.npz", dataset=SAMPLED_DATASETS),
     output:
         roc=report("results/report/separability/roc.png", caption="../report/separability_roc.rst",
                    category="Identity separability", labels={"dataset": "all"}),
         histograms=[report(f"results/report/separability/{d}_histogram.png",
                            caption="../report/separability_histogram.rst", category="Identity separability",
-                           labels={"dataset": d}) for d in config["datasets"]],
+                           labels={"dataset": d}) for d in SAMPLED_DATASETS],
     params:
         settings=settings(seed=config["evaluation"]["seed"]),
-        datasets=list(config["datasets"]),
+        datasets=SAMPLED_DATASETS,
     log:
         "results/logs/report_separability.log",
     threads: 1

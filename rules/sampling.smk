@@ -18,6 +18,8 @@ rule sample_shard:
         "results/logs/sample_shard/{dataset}/shard{shard}.log",
     benchmark:
         "results/benchmarks/sample_shard/{dataset}/shard{shard}.tsv"
+    wildcard_constraints:
+        dataset=names_regex(SAMPLED_DATASETS),
     threads: 8
     resources:
         gpu=1,

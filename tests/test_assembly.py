@@ -57,7 +57,7 @@ def test_exact_width_and_depth_with_replacement(tmp_path, shards):
         rows = {r["identity"]: r for r in csv.DictReader(fh)}
     assert list(rows) == ["id1", "id2", "id10", "id11", "id12"]
     assert rows["id10"] == {"identity": "id10", "images": "3", "detected": "1", "resized": "0", "dropped": "1",
-                            "unreadable": "1", "kept": "0"}
+                            "unreadable": "1", "given": "0", "kept": "0"}
     assert rows["id2"]["kept"] == "2" and rows["id2"]["resized"] == "1" and rows["id12"]["kept"] == "0"
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     assert summary["images_written"] == 6 and summary["identities_skipped_short"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -170,6 +171,55 @@ def test_replicates_copy_each_experiments_seeded_chain():
         with_replicates(config)
 
 
+RELEASED_DATASET = {"released": {"folder": "released/uniform_cpd25", "layout": "blocks", "tile_size": 112,
+                                  "grid": [10, 5], "align": False}, "identities": 48, "images_per_identity": 12}
+EVALUATED = {"name": "idiff_face_r50", "weights": "released/idiff_face_r50.pth",
+             "model": {"arch": "iresnet50", "num_features": 512, "base_width": 64, "input_size": 112}}
+
+
+def with_released(config: dict) -> dict:
+    """`config` with a released dataset, an experiment training on it and an evaluation-only experiment."""
+    config["datasets"]["published"] = copy.deepcopy(RELEASED_DATASET)
+    config["experiments"] += [{**config["experiments"][0], "name": "on_published", "dataset": "published"},
+                              copy.deepcopy(EVALUATED)]
+    return config
+
+
+def test_released_datasets_and_evaluated_weights_are_valid_experiments():
+    validate_config(with_released(default_config()), SCHEMA)
+
+
+def test_a_released_dataset_has_no_sampling_keys_and_blocks_need_their_grid():
+    config = with_released(default_config())
+    config["datasets"]["published"].update(generator="ca_cpd25", oversample=2)
+    assert ("datasets.published is released (read from released/uniform_cpd25), not sampled: remove generator, "
+            "oversample") in problems_of(config)
+    config = with_released(default_config())
+    config["datasets"]["published"]["released"]["grid"] = None
+    assert "config key 'datasets.published.released.grid'" in problems_of(config)
+    del config["datasets"]["uniform_cpd25"]["generator"]
+    assert "'datasets.uniform_cpd25' is missing 'generator'" in problems_of(config)
+
+
+def test_an_evaluated_experiment_names_its_architecture_and_trains_on_nothing():
+    config = with_released(default_config())
+    config["experiments"][-1]["dataset"] = "uniform_cpd25"
+    assert "('idiff_face_r50') evaluates the given weights, so it trains on nothing: remove dataset" \
+        in problems_of(config)
+    config = with_released(default_config())
+    del config["experiments"][-1]["model"]
+    assert "'experiments.2' is missing 'model'" in problems_of(config)
+
+
+def test_replicates_share_released_datasets_and_keep_one_evaluated_row():
+    config = with_released(default_config())
+    config["replicates"] = 2
+    expanded = with_replicates(config)
+    names = [e["name"] for e in expanded["experiments"]]
+    assert names == ["uniform_cpd25", "on_published", "idiff_face_r50", "uniform_cpd25_rep1", "on_published_rep1"]
+    assert expanded["experiments"][-1]["dataset"] == "published" and "published_rep1" not in expanded["datasets"]
+
+
 def test_configfile_overrides_merge_key_by_key(tmp_path):
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"ldm": {"unet": {"initial_channels": 96}}, "alignment": {"min_face_size": 1}}))
@@ -204,6 +254,7 @@ def test_each_choice_the_schema_offers_is_one_the_code_implements():
     from idiff_core.models.heads import MARGIN_KINDS
     from idiff_core.models.iresnet import ARCH_LAYERS
     from idiff_core.models.unet import CONDITION_TYPES
+    from idiff_core.released_datasets import LAYOUTS
     from idiff_core.training.ldm import PRECISIONS
 
     implemented = {
@@ -212,6 +263,7 @@ def test_each_choice_the_schema_offers_is_one_the_code_implements():
         "ldm.training.precision": PRECISIONS, "sampling.sampler.method": SAMPLING_METHODS,
         "alignment.on_failure": FAILURE_POLICIES, "fr.train.head": MARGIN_KINDS,
         "evaluation.leakage.per_identity": PER_IDENTITY_MODES, "fr.model.arch": ARCH_LAYERS,
+        "datasets.*.released.layout": LAYOUTS,
     }
     for path, choices in implemented.items():
         assert _choices(path) == set(choices), path

@@ -3,7 +3,6 @@ paper DAG at paper shapes on tiny data (config/paper.yaml + config/rehearsal.yam
 
 from __future__ import annotations
 
-import ast
 import io
 import os
 import pickle
@@ -45,11 +44,6 @@ def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=1500)
 
 
-def _manifest(path: Path, prefix: str = "") -> list[tuple[str, tuple[int, ...]]]:
-    rows = [line.split("\t") for line in path.read_text().splitlines() if line]
-    return [(key.removeprefix(prefix), tuple(ast.literal_eval(shape))) for key, shape, _ in rows]
-
-
 def test_rehearsal_keeps_every_network_and_experiment_of_the_paper():
     paper, rehearsal = _yaml("paper.yaml"), _yaml("rehearsal.yaml")
     for keys in NETWORK_KEYS:
@@ -74,14 +68,16 @@ def test_standin_paths_are_the_ones_the_rehearsal_names():
 
 def test_standin_layouts_follow_the_published_manifests():
     folder = require(reference_dir())
-    assert standins.elasticface_layout() == _manifest(folder / "iresnet" / "manifest_iresnet100.tsv")
-    assert standins.ldm_first_stage_layout() == _manifest(folder / "vq" / "manifest_ldm_ffhq256_first_stage_model.tsv",
-                                                          "first_stage_model.")
+    assert standins.iresnet_layout() == standins.manifest_layout(folder / "iresnet" / "manifest_iresnet100.tsv")
+    assert standins.iresnet_layout((3, 4, 14, 3)) == standins.manifest_layout(
+        folder / "iresnet" / "manifest_iresnet50.tsv")  # IDiff-Face's released FR model
+    assert standins.ldm_first_stage_layout() == standins.manifest_layout(
+        folder / "vq" / "manifest_ldm_ffhq256_first_stage_model.tsv", "first_stage_model.")
 
 
 def test_standin_files_are_in_the_published_formats(paper_standins):
     weights = torch.load(paper_standins / standins.ELASTICFACE, weights_only=True, mmap=True)
-    assert [(k, tuple(v.shape)) for k, v in weights.items()] == standins.elasticface_layout()
+    assert [(k, tuple(v.shape)) for k, v in weights.items()] == standins.iresnet_layout()
     with zipfile.ZipFile(paper_standins / standins.LDM_ZIP) as archive:
         assert "model.ckpt" in archive.namelist()
         checkpoint = torch.load(io.BytesIO(archive.read("model.ckpt")), weights_only=True)
@@ -135,8 +131,26 @@ def test_preflight_names_missing_released_files(tmp_path):
     assert [p.split(":")[0] for p in preflight.released_file_problems(config)] == ["contexts.released.file"]
 
 
+def test_the_released_overlay_is_a_valid_paper_config_whose_files_the_preflight_names(tmp_path, monkeypatch):
+    """config/released.yaml keeps the paper's rows and adds the published ones; in a folder without the
+    files, the pre-flight names each (ElasticFace's weights, which the paper run needs anyway, exist)."""
+    from idiff_core.config import load_config, load_schema, validate_config
+
+    config = load_config(REPO / "config" / "config.yaml", [REPO / "config" / "paper.yaml", REPO / "config" / "released.yaml"])
+    validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
+    paper_rows = _yaml("paper.yaml")["experiments"]
+    assert config["experiments"][:len(paper_rows)] == paper_rows
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data" / "weights").mkdir(parents=True)
+    (tmp_path / config["embedder"]["weights"]).touch()
+    assert [p.split(":")[0] for p in preflight.released_file_problems(config)] == [
+        "generators.ca_cpd25.pretrained", "generators.ca_cpd50.pretrained",
+        "datasets.released_uniform_cpd25.released.folder", "datasets.released_two_stage_cpd25.released.folder",
+        "experiments[7].weights"]
+
+
 def test_preflight_checks_weight_keys_and_the_evaluation_folds(tmp_path):
-    layout = standins.elasticface_layout()
+    layout = standins.iresnet_layout()
     torch.save(standins.random_weights(layout[:-1], seed=0), tmp_path / "weights.pth")  # one key short
     [problem] = preflight.embedder_problems({"weights": str(tmp_path / "weights.pth"), "model": _yaml("paper.yaml")["embedder"]["model"]})
     assert f"missing key {layout[-1][0]}" in problem

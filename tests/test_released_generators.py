@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from idiff_core import standins
 from idiff_core.checkpoint import save_state
 from idiff_core.data.released import ReleasedFileError, read_released_generator, released_weights_file
 from idiff_core.diffusion.schedule import DiffusionSchedule, DiffusionSettings, ddpm_checkpoint_state
@@ -165,3 +166,50 @@ def test_a_checkpoint_with_pickled_objects_is_not_loaded(tmp_path):
     torch.save({"state_dict": wrapper_state(random_unet(0)), "callbacks": {_Callback: 1}}, tmp_path / "lightning.ckpt")
     with pytest.raises(ValueError, match="holds objects other than tensors and plain values, so it is not loaded"):
         import_generator(tmp_path / "lightning.ckpt", UNetConfig(**UNET), DIFFUSION, IMAGE_SIZE, tmp_path / "out.ckpt")
+
+
+# ---- stand-ins written from the published key layouts (../shared/reference manifests)
+
+def test_the_published_checkpoint_layout_is_the_wrapper_buffers_then_the_bare_unet(ref):
+    """The DDPM wrapper the stand-ins write (8 buffers, then `eps_model.*`) is the published checkpoints'."""
+    for config in ("unet_cond_ca_cpd25", "unet_cond_adagn_cpd25", "unet_uncond_adagn"):
+        bare = standins.manifest_layout(ref / "unet" / f"manifest_{config}.tsv")
+        published = standins.manifest_layout(ref / "unet" / f"manifest_{config}__ddpm_checkpoint.tsv")
+        timesteps = published[0][1]
+        assert published == [(name, timesteps) for name in standins.DDPM_WRAPPER_BUFFERS] + \
+            [(f"eps_model.{key}", shape) for key, shape in bare], config
+
+
+def test_a_release_written_from_the_published_manifest_imports_and_samples(ref, tmp_path):
+    """A model folder whose keys come from the reference manifest (not from this project's UNet) imports
+    as a generator and samples, with either sampler."""
+    args = torch.load(ref / "unet" / "unet_ca_small_io.pt", weights_only=True)["config"]
+    unet = UNetConfig(**{k: v for k, v in args.items() if k not in ("n_context_classes", "learn_empty_context")})
+    root = standins.write_released_generator(
+        tmp_path / "unet-cond-ca-small", standins.manifest_layout(ref / "unet" / "manifest_unet_ca_small.tsv"), args,
+        timesteps=DIFFUSION.timesteps, schedule=DIFFUSION.schedule, image_size=IMAGE_SIZE, seed=0)
+    vq = dataclasses.replace(VQ, embed_dim=unet.input_channels, z_channels=unet.input_channels)
+    torch.manual_seed(0)
+    save_state(tmp_path / "decoder.pt", VQDecoder(vq).state_dict())
+    out = tmp_path / "ema.ckpt"
+    assert import_generator(root, unet, DIFFUSION, IMAGE_SIZE, out).startswith("DDPM wrapper")
+    written = torch.load(root / "checkpoints" / "ema_averaged_model.ckpt", weights_only=True)
+    assert list(torch.load(out, weights_only=True)) == list(written)
+    contexts = torch.nn.functional.normalize(torch.randn(2, unet.context_input_channels), dim=1)
+    pipeline = GeneratorSpec(out, unet, tmp_path / "decoder.pt", vq, IMAGE_SIZE).load("cpu")
+    for method, steps in (("ddpm", None), ("dpmsolver++", 3)):
+        images = pipeline(contexts, [0, 1], SamplerSettings(method, steps, 0.0, None, 2))
+        assert images.shape == (2, IMAGE_SIZE, IMAGE_SIZE, 3) and images.std() > 0, method
+
+
+def test_the_released_fr_model_form_loads_by_key_name(tmp_path):
+    """IDiff-Face's released ResNet50-CosFace is an iresnet50 state dict (the stand-in's layout is
+    checked against the reference manifest in test_rehearsal): it loads strictly, prefixed or not."""
+    from idiff_core.models.iresnet import BackboneSpec
+
+    weights = standins.random_weights(standins.iresnet_layout((3, 4, 14, 3)), seed=0)
+    torch.save({f"module.{k}": v for k, v in weights.items()}, tmp_path / "r50.pth")
+    model = BackboneSpec("iresnet50", 512, 64, 112).load(tmp_path / "r50.pth")
+    assert torch.equal(model.state_dict()["layer3.13.conv2.weight"], weights["layer3.13.conv2.weight"])
+    with pytest.raises(ValueError, match="does not match iresnet arch=iresnet100"):
+        BackboneSpec("iresnet100", 512, 64, 112).load(tmp_path / "r50.pth")

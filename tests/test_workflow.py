@@ -153,6 +153,57 @@ def test_released_training_embeddings_replace_their_extraction(tmp_path):
         assert embeddings["matrix"].shape == (faces, dim)
 
 
+def test_a_released_block_dataset_and_evaluated_weights_join_the_lfw_table(smoke_run, tmp_path):
+    """A dataset in IDiff-Face's released form (identity blocks, filler tiles and all) is imported,
+    assembled, trained on and evaluated like a sampled one; an evaluation-only experiment evaluates a
+    given backbone file and names it by SHA-256."""
+    import torch
+
+    from idiff_core.io import file_digests, read_rgb
+    from idiff_core.standins import iresnet_layout, random_weights, write_identity_blocks
+
+    workdir = tmp_path / "run"
+    shutil.copytree(smoke_run, workdir, symlinks=True)
+    dataset = smoke_run / "results" / "datasets" / "uniform_cpd25"
+    faces = {p.name: [read_rgb(p / f"{k}.png") for k in range(4)] for p in sorted(dataset.iterdir()) if p.is_dir()}
+    write_identity_blocks(tmp_path / "release", faces, columns=3)  # 2 x 3 tiles: 4 faces, 2 black fillers
+    torch.save(random_weights(iresnet_layout((1, 1, 1, 1), 64), seed=0), tmp_path / "backbone.pth")
+    smoke = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    released = {"folder": str(tmp_path / "release"), "layout": "blocks", "tile_size": 112, "grid": [2, 3],
+                "align": False}
+    override = tmp_path / "released.yaml"
+    override.write_text(yaml.safe_dump({
+        "datasets": {"published": {"released": released, "identities": 8, "images_per_identity": 4}},
+        "experiments": smoke["experiments"] + [
+            {**smoke["experiments"][0], "name": "on_published", "dataset": "published"},
+            {"name": "given_backbone", "weights": str(tmp_path / "backbone.pth"),
+             "model": {"arch": [1, 1, 1, 1], "num_features": 64, "base_width": 64, "input_size": 112}}]}))
+    aligned = tmp_path / "aligned.yaml"
+    aligned.write_text(yaml.safe_dump({"datasets": {"published": {"released": {**released, "align": True}}}}))
+    plan = job_counts(snakemake(workdir, "-n", "results/eval/lfw.csv", configfiles=(str(override), str(aligned))))
+    assert plan == {"import_released_dataset": 1, "align_shard": 1, "assemble_dataset": 1, "train_fr": 1,
+                    "eval_lfw": 2, "lfw_table": 1}
+    run = snakemake(workdir, "results/eval/lfw.csv", configfiles=(str(override),))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ran = set(re.findall(r"^(\w+)\s+\d+\s*$", run.stdout + run.stderr, flags=re.M)) - {"total"}
+    assert ran == {"import_released_dataset", "assemble_dataset", "train_fr", "eval_lfw", "lfw_table"}
+    published = workdir / "results" / "datasets" / "published"
+    for name, images in faces.items():  # used as released: the same pixels, the filler left out
+        assert all(np.array_equal(read_rgb(published / name / f"{k}.png"), images[k]) for k in range(4))
+    table = pd.read_csv(workdir / "results" / "eval" / "lfw.csv").set_index("experiment")
+    assert list(table.index) == ["uniform_cpd25", "on_published", "given_backbone", "real_reference", "embedder"]
+    row = table.loc["on_published"]
+    assert (row["generator"], row["contexts"], row["dataset"], row["identities"]) == ("released", "released",
+                                                                                      "published", 6)
+    assert row["backbone_sha256"] == file_digests(workdir / "results" / "fr" / "on_published" / "backbone.pt").sha256
+    given = table.loc["given_backbone"]
+    assert given["backbone_sha256"] == file_digests(tmp_path / "backbone.pth").sha256
+    assert (given["contexts"], given["backbone"], given["weights"]) == (
+        "evaluation only", "[1, 1, 1, 1]", str(tmp_path / "backbone.pth"))
+    assert pd.isna(given["identities"]) and 0 <= given["accuracy_mean"] <= 1 and given["pairs"] == 100
+    assert not (workdir / "results" / "fr" / "given_backbone").exists()
+
+
 def test_generators_share_one_latents_file(tmp_path):
     """The training faces are encoded once: two generators' training jobs read one encode_latents output."""
     override = tmp_path / "second_generator.yaml"

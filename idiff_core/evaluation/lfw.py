@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..data.benchmarks import lfw_image_path, read_bin, read_lfw_pairs
 from ..embeddings import embed_images
-from ..io import atomic_path, read_rgb
+from ..io import atomic_path, file_digests, read_rgb
 from ..models.iresnet import BackboneSpec
 from ..progress import progress
 from .tables import write_table
@@ -62,7 +62,7 @@ def evaluate_pairs(backbone_path: str | os.PathLike, backbone: BackboneSpec, ima
                    second: np.ndarray, issame: np.ndarray, row: Mapping[str, Any], out_row_csv: str | os.PathLike,
                    out_scores_npz: str | os.PathLike, settings: VerificationSettings, device: str) -> dict:
     """Embed `images` (uint8 NHWC) once, run the insightface protocol on pairs (first[i], second[i]),
-    write the row (descriptive columns + metrics) and the pair distances."""
+    write the row (descriptive columns + metrics + the backbone file's SHA-256) and the pair distances."""
     model = backbone.load(backbone_path)
     with progress(total=len(images), desc="embed", unit="img") as bar:
         embeddings = embed_images(model.to(device), images, settings.batch_size, device, settings.flip_sum, bar=bar)
@@ -70,7 +70,8 @@ def evaluate_pairs(backbone_path: str | os.PathLike, backbone: BackboneSpec, ima
                                    settings.far_target)
     ordered = {key: row[key] for key in ROW_COLUMNS if key in row}
     result = {**ordered, **row, **{k: float(metrics[k]) for k in ("accuracy_mean", "accuracy_std", "val_mean", "val_std",
-                                                         "far_mean", "eer")}, "pairs": int(issame.size)}
+                                                         "far_mean", "eer")}, "pairs": int(issame.size),
+              "backbone_sha256": file_digests(backbone_path).sha256}
     write_table(pd.DataFrame([result]), out_row_csv)
     with atomic_path(out_scores_npz) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, squared_l2_distances=metrics["squared_l2_distances"], issame=issame)

@@ -1,0 +1,134 @@
+"""IDiff-Face's published synthetic datasets, split into the identity folders assembly reads.
+
+The original stores a dataset as identity blocks: one image per identity, named by it, holding the
+identity's images as a grid of equal tiles in row-major order with no gap between them (torchvision's
+`make_grid`, padding 0). Where the images do not fill the last row, the rest of it is black
+(`sample.py` writes 4 columns of 128 px, so 50 images leave 2 black tiles; `align.py` rewrites each
+block as 5 columns of 112 px). Its splitter crashes and writes a flat folder; here block `<stem>.png`
+becomes `<stem>/<k>.png`, k in tile order, and a black tile (every pixel 0) is left out: it is
+the grid's filler, never a face, and training on it is the original's known fault. A release in
+ImageFolder form (`<identity>/<image>`) is read image by image the same way.
+
+Every image is decoded and written as PNG: an unreadable file is recorded (its identity then falls
+short and assembly skips it, as after alignment), a block of the wrong size is an error naming it.
+The manifest has the alignment manifest's columns, so assembly reads an imported dataset as it reads
+an aligned shard; images used as released have status `given`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .alignment import write_manifest
+from .io import UnreadableImage, list_images, read_rgb, write_png
+
+LAYOUTS = ("blocks", "image_folder")
+GIVEN = "given"  # an image used as released (alignment's statuses: aligned, resized, dropped, unreadable)
+SHOWN_PROBLEMS = 5
+
+
+class ReleasedDatasetError(ValueError):
+    """The folder does not hold the configured layout (a block of the wrong size, no images)."""
+
+
+@dataclass(frozen=True)
+class ReleasedDataset:
+    """Config `datasets.<name>.released`, less `align` (the workflow aligns the imported images or not):
+    where the images are and how they are laid out."""
+
+    folder: str
+    layout: str
+    tile_size: int | None
+    grid: tuple[int, int] | None  # rows, columns of every block
+
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown released dataset layout {self.layout!r}; expected one of {LAYOUTS}")
+        if self.layout == "blocks" and (self.tile_size is None or self.grid is None):
+            raise ValueError("a dataset of identity blocks needs tile_size and grid (rows, columns)")
+
+
+def split_block(block: np.ndarray, tile_size: int, grid: tuple[int, int]) -> list[np.ndarray]:
+    """The tiles of one identity block in row-major order, black filler tiles left out.
+
+    The block must be exactly grid rows x columns tiles of `tile_size`: anything else means the
+    configured grid is not the one the release was written with, and cutting would mix faces.
+    """
+    rows, columns = grid
+    expected = (rows * tile_size, columns * tile_size)
+    if block.shape[:2] != expected:
+        raise ReleasedDatasetError(f"is {block.shape[0]} x {block.shape[1]} px, not {rows} x {columns} tiles of "
+                                   f"{tile_size} px ({expected[0]} x {expected[1]})")
+    tiles = [block[r * tile_size:(r + 1) * tile_size, c * tile_size:(c + 1) * tile_size]
+             for r in range(rows) for c in range(columns)]
+    return [tile for tile in tiles if tile.any()]
+
+
+def _sources(spec: ReleasedDataset) -> list[tuple[str, Path]]:
+    """(identity, image file) of every image of the release, in path order."""
+    root = Path(spec.folder)
+    if not root.is_dir():
+        raise ReleasedDatasetError(f"released dataset folder {root} does not exist")
+    files = list_images(root, recursive=spec.layout == "image_folder")
+    if spec.layout == "image_folder":
+        flat = [f for f in files if f.parent == root]
+        if flat:
+            raise ReleasedDatasetError(f"{root} holds images outside identity folders ({flat[0].name}, ...); "
+                                       f"layout image_folder reads <identity>/<image>")
+        sources = [(f.relative_to(root).parts[0], f) for f in files]
+    else:
+        sources = [(f.stem, f) for f in files]
+    if not sources:
+        raise ReleasedDatasetError(f"{root} holds no images (layout {spec.layout})")
+    return sources
+
+
+def import_released_dataset(spec: ReleasedDataset, out_dir: str | os.PathLike,
+                            manifest_csv: str | os.PathLike) -> dict:
+    """Write `<out_dir>/<identity>/<k>.png` for every image of the release and its manifest; return counts.
+
+    k numbers an identity's images in tile order (blocks) or file-name order (image folders).
+    """
+    out_dir = Path(out_dir)
+    records, wrong_size, counts = [], [], {"identities": 0, "images": 0, "filler_tiles": 0, "unreadable": 0}
+    next_index: dict[str, int] = {}
+    for identity, path in _sources(spec):
+        try:
+            image = read_rgb(path)
+        except UnreadableImage as err:
+            records.append({"path": path.relative_to(spec.folder).as_posix(), "identity": identity,
+                            "status": "unreadable", "n_faces": 0, "prob": None, "error": str(err)})
+            counts["unreadable"] += 1
+            continue
+        if spec.layout == "blocks":
+            try:
+                faces = split_block(image, spec.tile_size, tuple(spec.grid))
+            except ReleasedDatasetError as err:
+                wrong_size.append(f"{path.name} {err}")
+                continue
+            counts["filler_tiles"] += spec.grid[0] * spec.grid[1] - len(faces)
+        else:
+            faces = [image]
+        for face in faces:
+            k = next_index.get(identity, 0)
+            next_index[identity] = k + 1
+            relative = f"{identity}/{k}.png"
+            write_png(out_dir / relative, face)
+            records.append({"path": relative, "identity": identity, "status": GIVEN, "n_faces": 0, "prob": None,
+                            "error": ""})
+    if wrong_size:
+        raise ReleasedDatasetError(
+            f"{len(wrong_size)} block(s) in {spec.folder} do not fit tile_size {spec.tile_size} and grid "
+            f"{list(spec.grid)}: " + "; ".join(wrong_size[:SHOWN_PROBLEMS])
+            + ("; ..." if len(wrong_size) > SHOWN_PROBLEMS else "")
+            + ". Set datasets.<name>.released.tile_size and grid to the release's (IDiff-Face's aligned 50-image "
+              "blocks: 112 and [10, 5])")
+    write_manifest(manifest_csv, records)
+    counts.update(identities=len({r["identity"] for r in records}), images=sum(next_index.values()))
+    print(f"[released] {counts['identities']} identities, {counts['images']} images, {counts['filler_tiles']} "
+          f"black filler tiles left out, {counts['unreadable']} unreadable files")
+    return counts
