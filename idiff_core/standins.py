@@ -9,7 +9,10 @@ writes, under OUT, at the paths `config/rehearsal.yaml` names (so that `snakemak
 - `data/lfw/lfw/<Name>/<Name>_0001.jpg ...` and `data/lfw/pairs.txt`: LFW's layout and 10-fold pairs format;
 - `data/weights/Elastic_R100_295672backbone.pth`: ElasticFace-Arc's iresnet100 state dict;
 - `data/ldm/ffhq.zip`: LDM's zip holding a Lightning `model.ckpt` (`first_stage_model.*` among other keys);
-- `data/benchmarks/<name>.bin`: insightface verification files (pickled encoded images + issame list).
+- `data/benchmarks/<name>.bin`: insightface verification files (pickled encoded images + issame list);
+- `data/released/datasets/synthetic_uniform_cpd25/<identity>.png`: IDiff-Face's released dataset form,
+  aligned identity blocks of 10 x 5 tiles of 112 px (face-world faces), where `config/released.yaml` looks;
+- `data/released/fr/idiff_face_uniform_cpd25_r50_cosface.pth`: its released FR model, an iresnet50.
 
 Writers of IDiff-Face's own released forms serve the tests of the released-file readers: a model
 folder (`.hydra/config.yaml` + `checkpoints/`, the DDPM wrapper's layout) for any UNet key layout (the
@@ -52,6 +55,10 @@ ELASTICFACE = "data/weights/Elastic_R100_295672backbone.pth"
 LDM_ZIP = "data/ldm/ffhq.zip"
 BENCHMARK_DIR = "data/benchmarks"
 BENCHMARKS = ("lfw", "agedb_30", "cfp_fp", "calfw", "cplfw")
+RELEASED_DATASET = "data/released/datasets/synthetic_uniform_cpd25"
+RELEASED_FR = "data/released/fr/idiff_face_uniform_cpd25_r50_cosface.pth"
+RELEASED_BLOCK = (10, 5)  # rows, columns of IDiff-Face's aligned blocks: 50 images
+RELEASED_TILE = 112
 FOLDS = 10
 LFW_SIDE = 250   # LFW's photos are 250 x 250
 BIN_SIDE = 112   # the .bin files hold aligned 112 x 112 faces
@@ -170,10 +177,20 @@ def random_weights(layout: Layout, seed: int) -> dict[str, torch.Tensor]:
 
 # ------------------------------------------------------------------------------------------- writers
 
-def write_elasticface(path: Path, seed: int) -> None:
-    """A plain iresnet100 state dict, as ElasticFace publishes its backbone."""
+def write_iresnet(path: Path, layers: tuple[int, ...], seed: int) -> None:
+    """A plain iresnet state dict, as ElasticFace (iresnet100) and IDiff-Face (iresnet50) publish theirs."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(random_weights(iresnet_layout(), derive_seed(seed, "elasticface")), fh)
+        torch.save(random_weights(iresnet_layout(layers), seed), fh)
+
+
+def write_released_dataset(folder: Path, identities: int, seed: int) -> None:
+    """IDiff-Face's released dataset form: one aligned block per identity, 10 x 5 tiles of 112 px
+    (face-world faces of the labelled set, one identity per block)."""
+    rows, columns = RELEASED_BLOCK
+    world = WorldSettings(seed=seed, image_size=RELEASED_TILE, nuisance_strength=0.5, labelled_identities=identities,
+                          labelled_images_per_identity=rows * columns)
+    write_identity_blocks(folder, {f"{i:05d}": [draw(world, "labelled", i, k)[0] for k in range(rows * columns)]
+                                   for i in range(identities)}, columns)
 
 
 def write_ldm_zip(path: Path, seed: int) -> None:
@@ -285,17 +302,20 @@ def write_bin(path: Path, seed: int) -> None:
         tmp.write_bytes(pickle.dumps((images, issame), protocol=2))
 
 
-def write_standins(out: str | Path, *, faces: int = 16, seed: int = 0) -> list[Path]:
+def write_standins(out: str | Path, *, faces: int = 16, released_identities: int = 5, seed: int = 0) -> list[Path]:
     """Write every stand-in under `out` (see the module docstring); return the paths written."""
     out = Path(out)
     write_ffhq(out / FFHQ_DIR, faces, seed)
     write_lfw(out / LFW_DIR, out / LFW_PAIRS, seed)
-    write_elasticface(out / ELASTICFACE, seed)
+    write_iresnet(out / ELASTICFACE, (3, 13, 30, 3), derive_seed(seed, "elasticface"))
     write_ldm_zip(out / LDM_ZIP, seed)
     bins = [out / BENCHMARK_DIR / f"{name}.bin" for name in BENCHMARKS]
     for k, path in enumerate(bins):
         write_bin(path, derive_seed(seed, "bin", k) % 2**31)
-    return [out / FFHQ_DIR, out / LFW_DIR, out / LFW_PAIRS, out / ELASTICFACE, out / LDM_ZIP, *bins]
+    write_released_dataset(out / RELEASED_DATASET, released_identities, seed)
+    write_iresnet(out / RELEASED_FR, (3, 4, 14, 3), derive_seed(seed, "released-fr"))
+    return [out / FFHQ_DIR, out / LFW_DIR, out / LFW_PAIRS, out / ELASTICFACE, out / LDM_ZIP, *bins,
+            out / RELEASED_DATASET, out / RELEASED_FR]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -83,16 +83,17 @@ def context_settings(name):
 
 # ---- sampling (rules/sampling.smk), released datasets (rules/assembly.smk)
 
-def dataset_shards(dataset):
-    """A dataset's shards: sampling's, or the one folder a released dataset is imported into."""
-    return [0] if is_released(config["datasets"][dataset]) else SHARDS
+def dataset_images(dataset):
+    """A dataset's images before alignment, a folder per shard: its sample shards, or the one folder a
+    released dataset is imported into."""
+    if is_released(config["datasets"][dataset]):
+        return [f"results/released/{dataset}"]
+    return expand("results/samples/{dataset}/shard{shard}", dataset=dataset, shard=SHARDS)
 
 
 def shard_images(w):
     """The images align_shard aligns: a sampled shard, or a released dataset's imported images."""
-    if is_released(config["datasets"][w.dataset]):
-        return f"results/released/{w.dataset}"
-    return f"results/samples/{w.dataset}/shard{w.shard}"
+    return dataset_images(w.dataset)[int(w.shard)]
 
 
 def assembly_inputs(w):
@@ -101,7 +102,7 @@ def assembly_inputs(w):
     released = config["datasets"][w.dataset].get("released")
     if released and not released["align"]:
         return {"images": [f"results/released/{w.dataset}"], "manifests": [f"results/released/{w.dataset}.csv"]}
-    shards = dataset_shards(w.dataset)
+    shards = range(len(dataset_images(w.dataset)))
     return {"images": expand("results/aligned/{dataset}/shard{shard}", dataset=w.dataset, shard=shards),
             "manifests": expand("results/aligned/{dataset}/shard{shard}.csv", dataset=w.dataset, shard=shards)}
 
@@ -118,6 +119,15 @@ def sampling_settings(dataset):
                 "seed": config["sampling"]["seed"] + replicate_of(ds), "images_per_identity": ds["images_per_identity"],
                 "identities": ds["identities"] + ds["oversample"]}
     return settings(sampling=sampling, generator=generator_model(config, ds["generator"]))
+
+
+def quality_inputs(w):
+    """What a dataset's quality is measured from: its embedded images, the training faces' embeddings,
+    and (sampled datasets) the contexts they were drawn from."""
+    inputs = {"samples": f"results/embeddings/samples/{w.dataset}.npz", "training": "results/embeddings/ffhq.npz"}
+    if w.dataset in SAMPLED_DATASETS:
+        inputs["contexts"] = f"results/contexts/{config['datasets'][w.dataset]['contexts']}.npz"
+    return inputs
 
 
 # ---- face-recognition training (rules/recognition.smk)
@@ -258,8 +268,8 @@ def training_logs():
     return logs
 
 
-# Tables of the sampled datasets' quality (none when every dataset is a released one)
-QUALITY_TABLES = ("separability", "leakage", "appearance") if SAMPLED_DATASETS else ()
+# Tables of the datasets' quality (appearance compares samples with the training faces: sampled datasets only)
+QUALITY_TABLES = ("separability", "leakage") + (("appearance",) if SAMPLED_DATASETS else ())
 VERIFICATION_BENCHMARKS = ["lfw"] + [f"bin_{b}" for b in BENCHMARKS]
 
 
@@ -284,5 +294,5 @@ def report_figures():
                    stage=["samples", "aligned"])
             + [f"results/report/curves/{name}.png" for name in training_logs()]
             + [f"results/report/verification/{b}/roc.png" for b in VERIFICATION_BENCHMARKS]
-            + (["results/report/separability/roc.png"] if SAMPLED_DATASETS else [])
+            + ["results/report/separability/roc.png"]
             + [f"results/report/tables/{t}.html" for t in report_tables()])

@@ -63,15 +63,14 @@ rule lfw_summary:
 
 
 rule embed_samples:
-    """Embed every raw sample of a synthetic dataset with the identity embedder (the contexts' space)."""
+    """Embed every raw sample of a synthetic dataset (a released one: its images as released) with the
+    identity embedder (the contexts' space)."""
     input:
-        shards=lambda w: expand("results/samples/{dataset}/shard{shard}", dataset=w.dataset, shard=SHARDS),
+        shards=lambda w: dataset_images(w.dataset),
         backbone="results/embedder/backbone.pt",
     output:
         embeddings="results/embeddings/samples/{dataset}.npz",
         manifest="results/embeddings/samples/{dataset}.csv",
-    wildcard_constraints:
-        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=expensive(model=config["embedder"]["model"], extract=config["embedder"]["extract"]),
         device=config["device"],
@@ -89,20 +88,17 @@ rule embed_samples:
 
 
 rule synthetic_quality:
-    """Identity separability, identity consistency with the contexts, and leakage of one dataset."""
+    """Identity separability, identity consistency with the contexts (sampled datasets), and leakage of one dataset."""
     input:
-        samples="results/embeddings/samples/{dataset}.npz",
-        contexts=lambda w: f"results/contexts/{config['datasets'][w.dataset]['contexts']}.npz",
-        training="results/embeddings/ffhq.npz",
+        unpack(quality_inputs),
     output:
         separability="results/eval/separability/{dataset}.csv",
         leakage="results/eval/leakage/{dataset}.csv",
         identities="results/eval/leakage/{dataset}_identities.csv",
-    wildcard_constraints:
-        dataset=names_regex(SAMPLED_DATASETS),
     params:
         settings=lambda w: settings(seed=config["evaluation"]["seed"], leakage=config["evaluation"]["leakage"],
-                                    dataset=w.dataset, sampler=dataset_sampler(w.dataset)),
+                                    dataset=w.dataset,
+                                    sampler=None if w.dataset in RELEASED_DATASETS else dataset_sampler(w.dataset)),
     log:
         "results/logs/synthetic_quality/{dataset}.log",
     benchmark:
@@ -139,9 +135,10 @@ rule sample_appearance:
 
 
 rule quality_table:
-    """results/eval/{separability,leakage,appearance}.csv: one row per sampled dataset."""
+    """results/eval/{separability,leakage,appearance}.csv: one row per dataset (appearance: per sampled one)."""
     input:
-        rows=lambda w: expand("results/eval/{table}/{dataset}.csv", table=w.table, dataset=SAMPLED_DATASETS),
+        rows=lambda w: expand("results/eval/{table}/{dataset}.csv", table=w.table,
+                              dataset=SAMPLED_DATASETS if w.table == "appearance" else list(config["datasets"])),
     output:
         table="results/eval/{table}.csv",
     wildcard_constraints:

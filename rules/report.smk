@@ -69,18 +69,18 @@ rule report_verification:
 
 
 rule report_separability:
-    """Genuine/impostor cosine histograms of every sampled dataset, and their ROC curves."""
+    """Genuine/impostor cosine histograms of every synthetic dataset, and their ROC curves."""
     input:
-        samples=expand("results/embeddings/samples/{dataset}.npz", dataset=SAMPLED_DATASETS),
+        samples=expand("results/embeddings/samples/{dataset}.npz", dataset=config["datasets"]),
     output:
         roc=report("results/report/separability/roc.png", caption="../report/separability_roc.rst",
                    category="Identity separability", labels={"dataset": "all"}),
         histograms=[report(f"results/report/separability/{d}_histogram.png",
                            caption="../report/separability_histogram.rst", category="Identity separability",
-                           labels={"dataset": d}) for d in SAMPLED_DATASETS],
+                           labels={"dataset": d}) for d in config["datasets"]],
     params:
         settings=settings(seed=config["evaluation"]["seed"]),
-        datasets=SAMPLED_DATASETS,
+        datasets=list(config["datasets"]),
     log:
         "results/logs/report_separability.log",
     threads: 1

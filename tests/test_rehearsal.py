@@ -21,7 +21,7 @@ from smk import REPO
 
 from idiff_core import preflight, standins
 from idiff_core.data.benchmarks import read_bin, read_lfw_pairs
-from idiff_core.io import list_images
+from idiff_core.io import file_digests, list_images, read_rgb
 
 PAPER_CONFIGS = ("--configfile", str(REPO / "config" / "paper.yaml"), str(REPO / "config" / "rehearsal.yaml"))
 NETWORK_KEYS = [("embedder", "model"), ("autoencoder", "model"), ("ldm", "unet"), ("ldm", "diffusion"),
@@ -38,9 +38,9 @@ def _standin_tree(source: Path, dest: Path) -> Path:
     return dest
 
 
-def _snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+def _snakemake(workdir: Path, *args: str, configfiles: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "-s", str(REPO / "Snakefile"),
-                           "--directory", str(workdir), *args, *PAPER_CONFIGS],
+                           "--directory", str(workdir), *args, *PAPER_CONFIGS, *configfiles],
                           cwd=REPO, capture_output=True, text=True, timeout=1500)
 
 
@@ -95,6 +95,16 @@ def test_standin_files_are_in_the_published_formats(paper_standins):
         images, issame = read_bin(path)
         assert images.shape[1:] == (112, 112, 3) and len(images) == 2 * len(issame) and issame.any() and not issame.all()
         assert pickle.loads(path.read_bytes(), encoding="bytes")[1] == issame.tolist()
+    released = _yaml("released.yaml")
+    block = released["datasets"]["released_uniform_cpd25"]["released"]
+    assert (block["folder"], block["tile_size"], block["grid"]) == (standins.RELEASED_DATASET, standins.RELEASED_TILE,
+                                                                   list(standins.RELEASED_BLOCK))
+    blocks = list_images(paper_standins / standins.RELEASED_DATASET)
+    rows, columns = standins.RELEASED_BLOCK
+    assert len(blocks) == 5 and read_rgb(blocks[0]).shape == (rows * 112, columns * 112, 3)
+    assert released["experiments"][-2]["weights"] == standins.RELEASED_FR
+    weights = torch.load(paper_standins / standins.RELEASED_FR, weights_only=True, mmap=True)
+    assert [(k, tuple(v.shape)) for k, v in weights.items()] == standins.iresnet_layout((3, 4, 14, 3))
 
 
 def test_preflight_names_every_broken_input_in_one_message(paper_standins, tmp_path):
@@ -179,16 +189,33 @@ def test_rehearsal_runs_the_whole_paper_dag_on_the_standins(paper_standins, tmp_
         shutil.rmtree(tree)  # ~20 GB of paper-size checkpoints and resumable state
 
 
+def _released_rows(tree: Path) -> Path:
+    """The rehearsal's experiments plus config/released.yaml's published dataset (its first 5 identities
+    x 4 images) trained on, and its evaluation-only rows, on the stand-ins of the released forms."""
+    released = _yaml("released.yaml")
+    dataset = {**released["datasets"]["released_uniform_cpd25"], "identities": 5, "images_per_identity": 4}
+    trained = next(e for e in released["experiments"] if e.get("dataset") == "released_uniform_cpd25")
+    evaluated = [e for e in released["experiments"] if "weights" in e]
+    override = tree / "released_rows.yaml"
+    override.write_text(yaml.safe_dump({
+        "datasets": {"released_uniform_cpd25": dataset},
+        "experiments": _yaml("rehearsal.yaml")["experiments"] + [{**trained, "width": 3, "depth": 4}, *evaluated]}))
+    return override
+
+
 def _check_rehearsal(tree: Path) -> None:
-    result = _snakemake(tree, "--max-threads", "1", "results/eval/lfw.csv")
+    result = _snakemake(tree, "--max-threads", "1", "results/eval/lfw.csv", configfiles=(str(_released_rows(tree)),))
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
     table = pd.read_csv(tree / "results" / "eval" / "lfw.csv")
-    assert list(table["experiment"]) == [e["name"] for e in _yaml("paper.yaml")["experiments"]]
+    released = ["released_uniform_cpd25_ra", "released_fr_uniform_cpd25", "elasticface_arc"]
+    assert list(table["experiment"]) == [e["name"] for e in _yaml("paper.yaml")["experiments"]] + released
     assert table["accuracy_mean"].between(0, 1).all() and (table["pairs"] == 20).all()
+    assert table.set_index("experiment").loc["elasticface_arc", "backbone_sha256"] == \
+        file_digests(tree / standins.ELASTICFACE).sha256
     benchmarks = tree / "results" / "benchmarks"
     ran = {p.relative_to(benchmarks).parts[0].removesuffix(".tsv") for p in benchmarks.rglob("*.tsv")}
     assert {"fetch_ffhq", "fetch_lfw", "import_embedder", "extract_embeddings", "fetch_autoencoder",
             "split_autoencoder", "train_ldm", "make_contexts", "sample_shard", "align_shard", "align_real",
-            "assemble_dataset", "train_fr", "eval_lfw"} <= ran, sorted(ran)
+            "import_released_dataset", "assemble_dataset", "train_fr", "eval_lfw"} <= ran, sorted(ran)
     unet = torch.load(tree / "results" / "ldm" / "ca_cpd25" / "ema.ckpt", weights_only=True, mmap=True)
     assert sum(v.numel() for k, v in unet.items() if k.startswith("eps_model.")) == 216_341_187  # the paper's CA UNet

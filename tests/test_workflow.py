@@ -183,10 +183,19 @@ def test_a_released_block_dataset_and_evaluated_weights_join_the_lfw_table(smoke
     plan = job_counts(snakemake(workdir, "-n", "results/eval/lfw.csv", configfiles=(str(override), str(aligned))))
     assert plan == {"import_released_dataset": 1, "align_shard": 1, "assemble_dataset": 1, "train_fr": 1,
                     "eval_lfw": 2, "lfw_table": 1}
-    run = snakemake(workdir, "results/eval/lfw.csv", configfiles=(str(override),))
+    run = snakemake(workdir, "results/eval/lfw.csv", "results/eval/separability.csv", "results/eval/leakage.csv",
+                    configfiles=(str(override),))
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     ran = set(re.findall(r"^(\w+)\s+\d+\s*$", run.stdout + run.stderr, flags=re.M)) - {"total"}
-    assert ran == {"import_released_dataset", "assemble_dataset", "train_fr", "eval_lfw", "lfw_table"}
+    assert ran == {"import_released_dataset", "assemble_dataset", "train_fr", "eval_lfw", "lfw_table",
+                   "embed_samples", "synthetic_quality", "quality_table"}
+    separability = pd.read_csv(workdir / "results" / "eval" / "separability.csv").set_index("dataset")
+    assert list(separability.index) == ["uniform_cpd25", "published"]
+    assert separability.loc["published", ["n_identities", "n_genuine"]].tolist() == [8, 8 * 6]  # 4 images: 6 pairs
+    assert pd.isna(separability.loc["published", "consistency_mean"])  # no contexts come with a release
+    assert pd.isna(separability.loc["published", "sampler"])
+    leakage = pd.read_csv(workdir / "results" / "eval" / "leakage.csv")
+    assert list(leakage["dataset"]) == ["uniform_cpd25", "published"]
     published = workdir / "results" / "datasets" / "published"
     for name, images in faces.items():  # used as released: the same pixels, the filler left out
         assert all(np.array_equal(read_rgb(published / name / f"{k}.png"), images[k]) for k in range(4))

@@ -3,6 +3,7 @@
 - separability: genuine (within-identity) vs impostor (cross-identity) cosine statistics;
 - identity consistency: how close each sample's embedding is to the context it was generated from,
   against the same samples compared with another identity's context (the random-context level);
+  a released dataset comes without its contexts, so it has no consistency columns;
 - leakage: each synthetic identity's highest similarity to any training-set embedding.
 """
 
@@ -26,8 +27,8 @@ class QualitySettings:
     seed: int
     leakage_threshold: float
     leakage_per_identity: str
-    sampler: str          # how the samples were drawn, recorded in the separability row
-    sampling_steps: int
+    sampler: str | None   # how the samples were drawn, recorded in the separability row (None: released)
+    sampling_steps: int | None
     guidance_scale: float | None
 
 
@@ -65,26 +66,30 @@ def identity_consistency(embeddings: np.ndarray, identities: np.ndarray, context
             "context_rank1": float(nearest.mean()), "context_count": len(contexts)}
 
 
-def synthetic_quality(samples_npz: str | os.PathLike, contexts_npz: str | os.PathLike,
+def synthetic_quality(samples_npz: str | os.PathLike, contexts_npz: str | os.PathLike | None,
                       training_npz: str | os.PathLike, dataset: str, separability_csv: str | os.PathLike,
                       leakage_csv: str | os.PathLike, identities_csv: str | os.PathLike,
                       settings: QualitySettings) -> None:
+    """Write a dataset's separability row (with identity consistency when its contexts are given),
+    its leakage row and its per-identity leakage table."""
     names, embeddings, _ = load_matrix(samples_npz)
     identities = sample_identities(names)
-    context_ids, contexts, _ = load_matrix(contexts_npz)
     train_names, train, _ = load_matrix(training_npz)
 
     report = separability_report(embeddings, identities, settings.seed)
     separability = {"dataset": dataset, "sampler": settings.sampler, "sampling_steps": settings.sampling_steps,
                     "guidance_scale": settings.guidance_scale,
-                    **{k: v for k, v in report.items() if np.ndim(v) == 0},
-                    **identity_consistency(embeddings, identities, context_ids, contexts, settings.seed)}
+                    **{k: v for k, v in report.items() if np.ndim(v) == 0}}
+    if contexts_npz is not None:
+        context_ids, contexts, _ = load_matrix(contexts_npz)
+        separability.update(identity_consistency(embeddings, identities, context_ids, contexts, settings.seed))
     write_table(pd.DataFrame([separability]), separability_csv)
 
     per_identity, summary = identity_leakage(embeddings, identities, train, settings.leakage_threshold,
                                              train_names, settings.leakage_per_identity)
     write_table(per_identity, identities_csv)
     write_table(pd.DataFrame([{"dataset": dataset, **summary}]), leakage_csv)
-    print(f"[quality] {dataset}: EER {separability['eer']:.4f}, consistency {separability['consistency_mean']:.3f} "
-          f"(random context {separability['random_context_mean']:.3f}, AUC {separability['context_auc']:.3f}, "
-          f"rank-1 {separability['context_rank1']:.3f}), leakage max {summary['max']:.3f}")
+    consistency = (f", consistency {separability['consistency_mean']:.3f} (random context "
+                   f"{separability['random_context_mean']:.3f}, AUC {separability['context_auc']:.3f}, rank-1 "
+                   f"{separability['context_rank1']:.3f})" if contexts_npz is not None else "")
+    print(f"[quality] {dataset}: EER {separability['eer']:.4f}{consistency}, leakage max {summary['max']:.3f}")
