@@ -18,6 +18,7 @@ an aligned shard; images used as released have status `given`.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,39 +88,47 @@ def _sources(spec: ReleasedDataset) -> list[tuple[str, Path]]:
     return sources
 
 
-def import_released_dataset(spec: ReleasedDataset, out_dir: str | os.PathLike,
-                            manifest_csv: str | os.PathLike) -> dict:
+def _import_file(spec: ReleasedDataset, out_dir: Path, identity: str, path: Path,
+                 first: int) -> tuple[list[dict], str | None, int]:
+    """Write the faces of one released file as `<identity>/<first + i>.png`: (manifest records, the
+    block's size problem or None, black filler tiles left out)."""
+    try:
+        image = read_rgb(path)
+    except UnreadableImage as err:
+        return [{"path": path.relative_to(spec.folder).as_posix(), "identity": identity, "status": "unreadable",
+                 "n_faces": 0, "prob": None, "error": str(err)}], None, 0
+    faces = [image]
+    if spec.layout == "blocks":
+        try:
+            faces = split_block(image, spec.tile_size, tuple(spec.grid))
+        except ReleasedDatasetError as err:
+            return [], f"{path.name} {err}", 0
+    records = []
+    for k, face in enumerate(faces, start=first):
+        write_png(out_dir / identity / f"{k}.png", face)
+        records.append({"path": f"{identity}/{k}.png", "identity": identity, "status": GIVEN, "n_faces": 0,
+                        "prob": None, "error": ""})
+    filler = spec.grid[0] * spec.grid[1] - len(faces) if spec.layout == "blocks" else 0
+    return records, None, filler
+
+
+def import_released_dataset(spec: ReleasedDataset, out_dir: str | os.PathLike, manifest_csv: str | os.PathLike,
+                            threads: int = 1) -> dict:
     """Write `<out_dir>/<identity>/<k>.png` for every image of the release and its manifest; return counts.
 
-    k numbers an identity's images in tile order (blocks) or file-name order (image folders).
+    k numbers an identity's images in tile order (blocks) or file-name order (image folders). Files
+    are decoded and written by `threads` threads (PNG coding runs outside Python's lock); the result
+    does not depend on their number.
     """
-    out_dir = Path(out_dir)
-    records, wrong_size, counts = [], [], {"identities": 0, "images": 0, "filler_tiles": 0, "unreadable": 0}
-    next_index: dict[str, int] = {}
-    for identity, path in _sources(spec):
-        try:
-            image = read_rgb(path)
-        except UnreadableImage as err:
-            records.append({"path": path.relative_to(spec.folder).as_posix(), "identity": identity,
-                            "status": "unreadable", "n_faces": 0, "prob": None, "error": str(err)})
-            counts["unreadable"] += 1
-            continue
-        if spec.layout == "blocks":
-            try:
-                faces = split_block(image, spec.tile_size, tuple(spec.grid))
-            except ReleasedDatasetError as err:
-                wrong_size.append(f"{path.name} {err}")
-                continue
-            counts["filler_tiles"] += spec.grid[0] * spec.grid[1] - len(faces)
-        else:
-            faces = [image]
-        for face in faces:
-            k = next_index.get(identity, 0)
-            next_index[identity] = k + 1
-            relative = f"{identity}/{k}.png"
-            write_png(out_dir / relative, face)
-            records.append({"path": relative, "identity": identity, "status": GIVEN, "n_faces": 0, "prob": None,
-                            "error": ""})
+    sources = _sources(spec)
+    seen: dict[str, int] = {}
+    jobs = []
+    for identity, path in sources:  # an identity's k-th file starts at k (image folders: one image per file)
+        jobs.append((identity, path, seen.get(identity, 0)))
+        seen[identity] = seen.get(identity, 0) + 1
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda job: _import_file(spec, Path(out_dir), *job), jobs))
+    wrong_size = [problem for _, problem, _ in results if problem]
     if wrong_size:
         raise ReleasedDatasetError(
             f"{len(wrong_size)} block(s) in {spec.folder} do not fit tile_size {spec.tile_size} and grid "
@@ -127,8 +136,12 @@ def import_released_dataset(spec: ReleasedDataset, out_dir: str | os.PathLike,
             + ("; ..." if len(wrong_size) > SHOWN_PROBLEMS else "")
             + ". Set datasets.<name>.released.tile_size and grid to the release's (IDiff-Face's aligned 50-image "
               "blocks: 112 and [10, 5])")
+    records = [record for file_records, _, _ in results for record in file_records]
     write_manifest(manifest_csv, records)
-    counts.update(identities=len({r["identity"] for r in records}), images=sum(next_index.values()))
+    counts = {"identities": len({r["identity"] for r in records}),
+              "images": sum(r["status"] == GIVEN for r in records),
+              "filler_tiles": sum(filler for _, _, filler in results),
+              "unreadable": sum(r["status"] == "unreadable" for r in records)}
     print(f"[released] {counts['identities']} identities, {counts['images']} images, {counts['filler_tiles']} "
           f"black filler tiles left out, {counts['unreadable']} unreadable files")
     return counts

@@ -19,7 +19,7 @@ rule import_released_dataset:
         "results/logs/import_released_dataset/{dataset}.log",
     benchmark:
         "results/benchmarks/import_released_dataset/{dataset}.tsv"
-    threads: 1
+    threads: 8
     conda:
         ENV
     script:

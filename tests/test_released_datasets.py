@@ -52,6 +52,10 @@ def test_blocks_become_identity_folders_with_a_manifest(tmp_path):
     rows = read_manifest(tmp_path / "out.csv")
     assert len(rows) == 15 and {r["status"] for r in rows} == {GIVEN}
     assert rows[0]["identity"] == "id0" and rows[0]["path"] == "id0/0.png"
+    assert import_released_dataset(spec, tmp_path / "threaded", tmp_path / "threaded.csv", threads=3) == counts
+    assert (tmp_path / "threaded.csv").read_bytes() == (tmp_path / "out.csv").read_bytes()
+    assert all((tmp_path / "threaded" / r["path"]).read_bytes() == (tmp_path / "out" / r["path"]).read_bytes()
+               for r in rows)
 
 
 def test_a_block_of_another_size_is_named_with_the_size_expected(tmp_path):

@@ -5,4 +5,4 @@ from idiff_core.workflow import run_job
 
 run_job(snakemake, lambda smk, settings, device: import_released_dataset(
     settings_from_dict(ReleasedDataset, settings["released"], "datasets.<name>.released"), smk.output.images,
-    smk.output.manifest))
+    smk.output.manifest, threads=smk.threads))
