@@ -18,6 +18,7 @@ an aligned shard; images used as released have status `given`.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,10 @@ def _sources(spec: ReleasedDataset) -> list[tuple[str, Path]]:
         sources = [(f.relative_to(root).parts[0], f) for f in files]
     else:
         sources = [(f.stem, f) for f in files]
+        twice = sorted(stem for stem, n in Counter(identity for identity, _ in sources).items() if n > 1)
+        if twice:
+            raise ReleasedDatasetError(f"{root} holds two blocks for identity {twice[0]!r} "
+                                       f"({', '.join(f.name for i, f in sources if i == twice[0])}); keep one")
     if not sources:
         raise ReleasedDatasetError(f"{root} holds no images (layout {spec.layout})")
     return sources

@@ -108,5 +108,9 @@ def test_a_missing_or_empty_release_and_a_block_layout_without_its_grid_are_refu
     with pytest.raises(ReleasedDatasetError, match="holds no images"):
         import_released_dataset(ReleasedDataset(str(tmp_path / "empty"), "blocks", TILE, (1, 1)),
                                 tmp_path / "out", tmp_path / "out.csv")
+    spec = blocks(tmp_path / "twice")
+    write_png(tmp_path / "twice" / "id0.jpg", read_rgb(tmp_path / "twice" / "id0.png"))
+    with pytest.raises(ReleasedDatasetError, match=r"two blocks for identity 'id0' \(id0.jpg, id0.png\)"):
+        import_released_dataset(spec, tmp_path / "out", tmp_path / "out.csv")
     with pytest.raises(ValueError, match="needs tile_size and grid"):
         ReleasedDataset(str(tmp_path), "blocks", None, None)

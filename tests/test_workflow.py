@@ -73,11 +73,11 @@ def test_two_stage_contexts_ignore_a_guidance_scale(smoke_run, tmp_path):
 def test_a_released_context_file_becomes_a_context_set(tmp_path):
     """Context kind `file`: IDiff-Face's released form (a torch.save'd name -> vector dict) is imported
     in the file's order, with no job upstream of it."""
-    import torch
+    from idiff_core.standins import write_vector_dict
 
     rng = np.random.default_rng(0)
-    released = {f"{i:05d}_synthetic": rng.normal(size=64).astype(np.float32) for i in range(5)}
-    torch.save(released, tmp_path / "random_synthetic_uniform_5000.npy")
+    released = {f"{i:05d}_synthetic": rng.normal(size=64) for i in range(5)}
+    write_vector_dict(tmp_path / "random_synthetic_uniform_5000.npy", released)
     override = tmp_path / "released.yaml"
     override.write_text(yaml.safe_dump({"contexts": {"released": {
         "kind": "file", "count": 4, "dim": 64, "seed": 0, "generator": None, "source": None,
@@ -132,13 +132,13 @@ def test_a_released_model_folder_is_imported_as_a_generator(tmp_path):
 def test_released_training_embeddings_replace_their_extraction(tmp_path):
     """`embedder.training_embeddings`: rule import_embeddings writes results/embeddings/ffhq.npz from a
     released file (names = the training faces' stems), and the LDM trains on it; LFW is still extracted."""
-    import torch
+    from idiff_core.standins import write_vector_dict
 
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     faces, dim = config["data"]["world"]["ffhq_identities"], 64
     rng = np.random.default_rng(0)
-    torch.save({f"{i:05d}": rng.normal(size=dim).astype(np.float32) for i in range(faces)},
-               tmp_path / "embeddings_elasticface_128.npy")
+    write_vector_dict(tmp_path / "embeddings_elasticface_128.npy",
+                      {f"{i:05d}": rng.normal(size=dim) for i in range(faces)})
     override = tmp_path / "released.yaml"
     released = str(tmp_path / "embeddings_elasticface_128.npy")
     override.write_text(yaml.safe_dump({"embedder": {"training_embeddings": released}}))
