@@ -79,9 +79,7 @@ def two_stage_contexts(source: TwoStageSource, count: int, seed: int, device: st
 
 def released_contexts(vectors_file: str | os.PathLike, count: int, dim: int) -> tuple[list[str], np.ndarray]:
     """The first `count` vectors of a released file (`data.released`), in its order, L2-normalised."""
-    names, matrix = read_vectors(vectors_file)
-    if matrix.shape[1] != dim:
-        raise ValueError(f"{vectors_file} holds {matrix.shape[1]}-d vectors; the context set's dim is {dim}")
+    names, matrix = read_vectors(vectors_file, dim, "the context set's dim")
     if count > len(names):
         raise ValueError(f"{count} contexts requested but {vectors_file} holds only {len(names)} vectors")
     return names[:count], l2_normalize(matrix[:count], np.float32, refuse_zero=True)

@@ -169,9 +169,7 @@ def import_embeddings(vectors_file: str | os.PathLike, image_dir: str | os.PathL
     Every image needs its vector (a missing one means the file belongs to other images); vectors of
     images not in the folder are left out and counted.
     """
-    names, matrix = read_vectors(vectors_file)
-    if matrix.shape[1] != dim:
-        raise ValueError(f"{vectors_file} holds {matrix.shape[1]}-d vectors; the embedder's num_features is {dim}")
+    names, matrix = read_vectors(vectors_file, dim, "the embedder's num_features")
     root = Path(image_dir)
     paths = list_images(root)
     images = image_names(root, paths)

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from .autoencoder import codebook_range, decode_latents, load_decoder
-from .checkpoint import save_state
+from .checkpoint import save_state, state_dict_mismatches
 from .data.released import read_released_generator, released_weights_file
 from .diffusion.samplers import draw_noise, make_eps_fn, sample
 from .diffusion.schedule import (DiffusionSchedule, DiffusionSettings, ddpm_checkpoint_state, load_ddpm_checkpoint,
-                                 split_ddpm_state, weight_problems)
+                                 split_ddpm_state)
 from .models.unet import UNet, UNetConfig
 from .models.vq import VQConfig, VQDecoder
 from .resume import file_key, settings_key
@@ -155,7 +155,7 @@ def import_generator(source: str | os.PathLike, unet_config: UNetConfig, diffusi
                          f"state dicts are read: {str(err).splitlines()[0][:200]})") from err
     unet_weights, buffers, form = split_ddpm_state(state)
     unet = UNet(unet_config)
-    problems = weight_problems(unet.state_dict(), unet_weights)
+    problems = state_dict_mismatches(unet.state_dict(), unet_weights)
     if problems:
         raise ValueError(f"{path} looks like a {form} but does not fit the configured UNet: " + "; ".join(problems))
     unet.load_state_dict(unet_weights, strict=True)

@@ -110,7 +110,8 @@ def embedder_problems(embedder: Mapping[str, Any]) -> list[str]:
                 f"embedder.weights at your copy"]
     import torch  # only when the weights are checked: the Snakefile otherwise runs without torch
 
-    from .models.iresnet import iresnet, state_dict_mismatches, strip_parallel_prefix
+    from .checkpoint import state_dict_mismatches, strip_wrapper_prefix
+    from .models.iresnet import iresnet
     try:
         try:  # mmap reads keys and shapes without loading the 260 MB of values
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -125,10 +126,10 @@ def embedder_problems(embedder: Mapping[str, Any]) -> list[str]:
     with torch.device("meta"):
         net = iresnet(model["arch"], num_features=model["num_features"], base_width=model["base_width"],
                       input_size=model["input_size"])
-    mismatches = state_dict_mismatches(net, strip_parallel_prefix(state))
+    mismatches = state_dict_mismatches(net.state_dict(), strip_wrapper_prefix(state)[0])
     if mismatches:
-        return [f"embedder.weights: {path} does not fit embedder.model (arch {model['arch']}): {len(mismatches)} "
-                f"mismatches, first: {_shown(mismatches)}"]
+        return [f"embedder.weights: {path} does not fit embedder.model (arch {model['arch']}): "
+                + "; ".join(mismatches)]
     return []
 
 

@@ -44,13 +44,21 @@ class ReleasedFileError(ValueError):
     """A file is not one of the released vector forms, or holds something other than finite vectors."""
 
 
-def read_vectors(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """(names, float32 rows) of a released vector file, in the file's order.
+def read_vectors(path: str | os.PathLike, dim: int | None = None,
+                 dim_key: str = "dim") -> tuple[list[str], np.ndarray]:
+    """(names, float32 rows) of a released vector file, in the file's order; with `dim`, vectors of
+    another length are refused, naming the config value they must match (`dim_key`).
 
     A name -> vector mapping (`torch.save`d, zip or legacy format) keeps its names; a plain `.npy`
     matrix gets its row numbers (`00000`, ...); a project `.npz` (`io.save_matrix`) its own names.
     """
-    path = Path(path)
+    names, matrix = _read_rows(Path(path))
+    if dim is not None and matrix.shape[1] != dim:
+        raise ReleasedFileError(f"{path} holds {matrix.shape[1]}-d vectors; {dim_key} is {dim}")
+    return names, matrix
+
+
+def _read_rows(path: Path) -> tuple[list[str], np.ndarray]:
     with open(path, "rb") as fh:
         head = fh.read(6)
     if head == NPY_MAGIC:

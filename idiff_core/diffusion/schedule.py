@@ -16,11 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import state_dict_mismatches, strip_wrapper_prefix
+
 SCHEDULE_KINDS = ("linear", "cosine", "cosine_warped")
 BUFFER_NAMES = ("betas", "alphas", "sigmas", "sqrt_alphas_inv", "alpha_bars", "sqrt_alpha_bars",
                 "sqrt_one_minus_alpha_bars", "one_minus_alphas_over_sqrt_one_minus_alpha_bars")
 EPS_MODEL_PREFIX = "eps_model."
-WRAPPER_PREFIXES = ("module.", "_forward_module.")  # DataParallel / DDP, and Lightning Lite's wrapper
 COSINE_OFFSET = 0.008
 
 EpsModel = Callable[..., torch.Tensor]
@@ -151,19 +152,6 @@ def ddpm_checkpoint_state(unet: nn.Module, schedule: DiffusionSchedule) -> dict[
     return state
 
 
-def weight_problems(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> list[str]:
-    """Why `weights` do not load into a model whose state dict is `expected` (empty: they fit), with
-    the first keys of each kind of misfit."""
-    def head(keys: list[str]) -> str:
-        return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    wrong_shape = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    return [f"{label}: {head(keys)}" for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                                         ("shape mismatch", wrong_shape)) if keys]
-
-
 def split_ddpm_state(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, str]:
     """(UNet weights, schedule buffers or None, the form's name) of a checkpoint in any form the
     released code wrote: the DDPM wrapper (buffers + `eps_model.*`) or a bare UNet state dict, either
@@ -173,9 +161,9 @@ def split_ddpm_state(state: Any) -> tuple[dict[str, torch.Tensor], dict[str, tor
         state, form = state["state_dict"], ["under 'state_dict'"]
     if not isinstance(state, dict) or not state or not all(isinstance(k, str) for k in state):
         raise ValueError(f"expected a state dict of named tensors, got {type(state).__name__}")
-    for prefix in WRAPPER_PREFIXES:
-        if all(key.startswith(prefix) for key in state):
-            state, form = {key[len(prefix):]: value for key, value in state.items()}, form + [f"with '{prefix}' keys"]
+    state, prefix = strip_wrapper_prefix(state)
+    if prefix:
+        form.append(f"with '{prefix}' keys")
     tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
     if any(key.startswith(EPS_MODEL_PREFIX) for key in tensors):
         weights = {key[len(EPS_MODEL_PREFIX):]: v for key, v in tensors.items() if key.startswith(EPS_MODEL_PREFIX)}
@@ -196,7 +184,7 @@ def load_ddpm_checkpoint(path: str | os.PathLike, unet: nn.Module) -> DiffusionS
     weights = {key[len(EPS_MODEL_PREFIX):]: value for key, value in state.items()
                if key.startswith(EPS_MODEL_PREFIX)}
     unexpected_top = sorted(k for k in state if not k.startswith(EPS_MODEL_PREFIX) and k not in BUFFER_NAMES)
-    problems = [f"eps_model {problem}" for problem in weight_problems(unet.state_dict(), weights)]
+    problems = [f"eps_model {problem}" for problem in state_dict_mismatches(unet.state_dict(), weights)]
     if unexpected_top:
         problems.append(f"unknown top-level keys: {', '.join(unexpected_top[:5])}")
     if problems:

@@ -16,6 +16,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..checkpoint import state_dict_mismatches, strip_wrapper_prefix
+
 ARCH_LAYERS: dict[str, tuple[int, int, int, int]] = {
     "iresnet18": (2, 2, 2, 2),
     "iresnet34": (3, 4, 6, 3),
@@ -123,24 +125,6 @@ def iresnet(arch: str | Sequence[int], num_features: int = 512, dropout: float =
                    input_size=input_size)
 
 
-def strip_parallel_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the `module.` prefix (Distributed)DataParallel adds to every key."""
-    if state_dict and all(key.startswith("module.") for key in state_dict):
-        return {key[len("module."):]: value for key, value in state_dict.items()}
-    return state_dict
-
-
-def state_dict_mismatches(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
-    """Human-readable differences (missing, unexpected, wrong shape) between a model and a state dict."""
-    expected = model.state_dict()
-    problems = [f"missing key {key} {tuple(value.shape)}" for key, value in expected.items() if key not in state_dict]
-    problems += [f"unexpected key {key} {tuple(value.shape)}" for key, value in state_dict.items()
-                 if key not in expected]
-    problems += [f"shape of {key}: checkpoint {tuple(state_dict[key].shape)} vs model {tuple(value.shape)}"
-                 for key, value in expected.items() if key in state_dict and state_dict[key].shape != value.shape]
-    return problems
-
-
 def load_backbone(path: str | os.PathLike, arch: str | Sequence[int], num_features: int = 512, *,
                   base_width: int = 64, input_size: int = 112) -> IResNet:
     """Load a published (or our) iresnet checkpoint, a plain state dict, into an eval-mode model on CPU."""
@@ -154,14 +138,13 @@ def load_backbone(path: str | os.PathLike, arch: str | Sequence[int], num_featur
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict):
         raise ValueError(f"{path} does not hold a plain state dict (found {type(state_dict).__name__})")
-    state_dict = strip_parallel_prefix(state_dict)
+    state_dict, _ = strip_wrapper_prefix(state_dict)
     model = iresnet(arch, num_features=num_features, base_width=base_width, input_size=input_size)
-    problems = state_dict_mismatches(model, state_dict)
+    problems = state_dict_mismatches(model.state_dict(), state_dict)
     if problems:
-        shown = "\n  ".join(problems[:8])
+        shown = "\n  ".join(problems)
         raise ValueError(f"{path} does not match iresnet arch={arch} num_features={num_features} "
-                         f"base_width={base_width} input_size={input_size} ({len(problems)} mismatches); "
-                         f"first ones:\n  {shown}")
+                         f"base_width={base_width} input_size={input_size}:\n  {shown}")
     model.load_state_dict(state_dict)
     return model.eval()
 
